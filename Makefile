@@ -1,0 +1,39 @@
+# synthloop — every target creates .venv and installs pinned dependencies first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PYOPENGL_PLATFORM ?= egl
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: venv demo test test-fast lint bench clean
+
+venv: $(STAMP)
+
+# torch first, pinned: `torch==2.13.0` resolves to the CPU wheel on these machines; an unpinned
+# torch would pull a multi-GB CUDA build. For a GPU see README "GPU install".
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/synthloop demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy generator trainer evaluator policy flows
+
+bench: $(STAMP)
+	$(PY) benchmarks/render_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,58 @@
+"""The ``synthloop`` command.
+
+Each subcommand lives in :mod:`flows.commands.<module>` with ``add_parser(subparsers)`` and
+``run(args) -> int``. Heavy libraries are imported inside ``run`` so ``--help`` stays fast.
+User errors (:class:`generator.errors.SynthloopError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before anything can import OpenGL
+
+from generator import __version__  # noqa: E402
+from generator.errors import SynthloopError  # noqa: E402
+
+# subcommand -> module under flows.commands (order = order in --help)
+COMMANDS: dict[str, str] = {
+    "render": "render",
+    "validate": "validate",
+    "coverage": "coverage",
+    "preview": "preview",
+    "export": "export",
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthloop",
+        description="Closed-loop synthetic data engine: render, train, evaluate, steer generation.",
+    )
+    parser.add_argument("--version", action="version", version=f"synthloop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"flows.commands.{module}")
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SynthloopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing partial was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

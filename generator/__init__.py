@@ -1,0 +1,9 @@
+"""synthloop generator: scenarios, sampling, scene building, rendering, annotations, shards.
+
+Importing this package never imports OpenGL; only :mod:`generator.render.pyrender_backend` does.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+GENERATOR_VERSION = __version__

@@ -1,0 +1,129 @@
+"""Generation distributions ("params"): what the policy writes and the generator reads.
+
+Every scenario parameter gets a distribution inside its declared range:
+
+- ``uniform``      (optional sub-range ``low``/``high``; the default for unlisted parameters)
+- ``truncnormal``  (``center``, ``width`` = standard deviation, truncated to the range)
+- ``beta``         (``center`` = mean, ``width`` = standard deviation, scaled to the range)
+- ``categorical``  (``weights`` per choice; unlisted choices weigh 0)
+- ``fixed``        (``value``)
+
+plus ``uniform_share``: the probability that an image ignores all of this and draws every
+parameter uniformly over its full range, so the model keeps seeing the whole space.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from generator import atomic
+from generator.errors import ConfigError, field_error
+from generator.scenario import ParamSpec, Scalar, Scenario
+from generator.validation import load_yaml_or_json, parse_model
+
+
+class Distribution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["uniform", "truncnormal", "beta", "categorical", "fixed"]
+    low: float | None = None
+    high: float | None = None
+    center: float | None = None
+    width: float | None = Field(default=None, gt=0)
+    weights: dict[str, float] | None = None
+    value: Scalar | None = None
+
+
+class GenerationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: str
+    uniform_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    distributions: dict[str, Distribution] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def save(self, path: str | Path) -> None:
+        atomic.write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=True))
+
+
+def _check_numeric(name: str, p: ParamSpec, d: Distribution) -> None:
+    assert p.range is not None  # guaranteed by ParamSpec validation (not user input)
+    lo, hi = p.range
+    where = f"params.distributions.{name}"
+    if d.kind == "uniform":
+        a = lo if d.low is None else d.low
+        b = hi if d.high is None else d.high
+        if not lo <= a <= b <= hi:
+            raise field_error(where, f"needs {lo} <= low <= high <= {hi}", (a, b), "keep the sub-range inside the parameter's range")
+    elif d.kind in ("truncnormal", "beta"):
+        if d.center is None or d.width is None:
+            raise field_error(where, f"{d.kind} needs `center` and `width`", d.model_dump(exclude_none=True))
+        if not lo <= d.center <= hi:
+            raise field_error(f"{where}.center", f"must lie inside [{lo}, {hi}]", d.center)
+        if d.kind == "beta":
+            m = (d.center - lo) / max(hi - lo, 1e-12)
+            s = d.width / max(hi - lo, 1e-12)
+            if not (0 < m < 1 and s * s < m * (1 - m)):
+                raise field_error(f"{where}.width", "beta needs width**2 < (center-low)*(high-center) and a center strictly inside the range", d.width, "use a smaller width")
+    elif d.kind == "fixed":
+        if not isinstance(d.value, int | float) or isinstance(d.value, bool) or not lo <= float(d.value) <= hi:
+            raise field_error(f"{where}.value", f"must be a number inside [{lo}, {hi}]", d.value)
+    else:
+        raise field_error(f"{where}.kind", f"a {p.type} parameter takes uniform, truncnormal, beta or fixed", d.kind)
+
+
+def _check_categorical(name: str, p: ParamSpec, d: Distribution) -> None:
+    where = f"params.distributions.{name}"
+    names = [str(c) for c in p.choices or []]
+    if d.kind == "uniform":
+        return
+    if d.kind == "fixed":
+        if str(d.value) not in names:
+            raise field_error(f"{where}.value", f"must be one of {names}", d.value)
+        return
+    if d.kind != "categorical":
+        raise field_error(f"{where}.kind", f"a {p.type} parameter takes categorical, uniform or fixed", d.kind)
+    weights = d.weights or {}
+    for k, w in weights.items():
+        if k not in names:
+            raise field_error(f"{where}.weights", f"keys must be choices {names}", k)
+        if not (math.isfinite(w) and w >= 0):
+            raise field_error(f"{where}.weights.{k}", "must be a finite number >= 0", w)
+    if sum(weights.values()) <= 0:
+        raise field_error(f"{where}.weights", "at least one weight must be > 0", weights)
+
+
+def validate_params(params: GenerationParams, scenario: Scenario) -> GenerationParams:
+    if params.scenario != scenario.name:
+        raise field_error("params.scenario", f"must name the scenario being rendered ({scenario.name!r})", params.scenario)
+    for name, d in params.distributions.items():
+        p = scenario.parameters.get(name)
+        if p is None:
+            known = ", ".join(sorted(scenario.parameters))
+            raise ConfigError(f"params.distributions.{name}: unknown parameter of scenario {scenario.name!r}; known: {known}")
+        (_check_numeric if p.is_numeric else _check_categorical)(name, p, d)
+    return params
+
+
+def uniform_params(scenario: Scenario) -> GenerationParams:
+    """Classic domain randomization: every parameter uniform over its full range."""
+    return GenerationParams(scenario=scenario.name)
+
+
+def fixed_params(scenario: Scenario) -> GenerationParams:
+    """No randomization: every parameter at the scenario default."""
+    dists = {n: Distribution(kind="fixed", value=p.default) for n, p in scenario.parameters.items()}
+    return GenerationParams(scenario=scenario.name, distributions=dists)
+
+
+def load_params(path: str | Path, scenario: Scenario) -> GenerationParams:
+    data = load_yaml_or_json(path, "--params")
+    params = parse_model(GenerationParams, data, f"params {Path(path).name}")
+    return validate_params(params, scenario)

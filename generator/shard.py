@@ -1,0 +1,327 @@
+"""Shard directories: the unit of data every stage reads and writes.
+
+Layout (see docs/shard-format.md)::
+
+    shard/
+      images/000000.png      RGB, lossless
+      depth/000000.png       uint16 millimetres (0 = no surface), when rendered
+      semantic/000000.png    uint8 category id per pixel (0 = background), when rendered
+      annotations.json       COCO + extra fields (visibility, truncation, amodal, pose, conditions)
+      conditions.parquet     one row per annotation, image-level columns repeated
+      manifest.json          identity, counts, sha256 per file, fingerprint
+
+Images are encoded by :func:`encode_image` (safe to call in worker processes: it writes its own
+files and returns a small JSON-able :class:`ImageEntry`); :class:`ShardWriter` collects entries,
+assigns ids in index order and writes the JSON/Parquet files, then renames the directory into
+place. :class:`Shard` reads one back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from generator import annotations as ann
+from generator import atomic, imagestats
+from generator.errors import ShardError
+
+FORMAT = "synthloop-shard/1"
+MIN_VISIBLE_PIXELS = 4
+
+
+@dataclass
+class ObjectRecord:
+    """One labelled object of one image, straight from the renderer (or compositor)."""
+
+    category_id: int
+    mask: np.ndarray  # visible pixels, bool (H, W)
+    amodal_mask: np.ndarray | None = None  # unoccluded pixels inside the image
+    truncation: float = 0.0
+    pose: np.ndarray | None = None  # 4x4 object-to-camera, OpenCV camera axes, metres
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImageRecord:
+    index: int
+    image: np.ndarray  # uint8 (H, W, 3)
+    objects: list[ObjectRecord]
+    depth: np.ndarray | None = None  # float metres, 0 = background
+    intrinsics: np.ndarray | None = None  # 3x3, OpenCV
+    conditions: dict[str, Any] = field(default_factory=dict)  # sampled values + sources
+    hidden_objects: int = 0  # objects placed but not visible at all (fully occluded/off-screen)
+
+
+@dataclass
+class ImageEntry:
+    """What a worker hands back: COCO fragments with ids still unassigned."""
+
+    index: int
+    image: dict[str, Any]
+    annotations: list[dict[str, Any]]
+    files: dict[str, str]  # relative path -> sha256
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _write_file(root: Path, rel: str, data: bytes, files: dict[str, str]) -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_bytes(data)  # inside the shard's temp dir: the dir rename is the atomic step
+    files[rel] = hashlib.sha256(data).hexdigest()
+
+
+def _round(x: float, nd: int = 6) -> float:
+    return float(round(float(x), nd))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _round(value)
+    return value
+
+
+def _object_annotation(obj: ObjectRecord, image: np.ndarray) -> dict[str, Any]:
+    a: dict[str, Any] = {
+        "category_id": int(obj.category_id),
+        "segmentation": ann.encode_rle(obj.mask),
+        "area": float(obj.mask.sum()),
+        "bbox": ann.mask_bbox(obj.mask),
+        "iscrowd": 0,
+        "truncation": _round(obj.truncation),
+        "object_contrast": _round(imagestats.object_contrast(image, obj.mask)),
+        "attributes": _jsonable(obj.attributes),
+    }
+    if obj.amodal_mask is not None:
+        a["amodal_segmentation"] = ann.encode_rle(obj.amodal_mask)
+        a["amodal_bbox"] = ann.mask_bbox(obj.amodal_mask)
+        a["visibility"] = _round(ann.visibility(obj.mask, obj.amodal_mask))
+    if obj.pose is not None:
+        a["pose"] = [[_round(v) for v in row] for row in np.asarray(obj.pose, dtype=float)]
+    return a
+
+
+def encode_image(record: ImageRecord, root: Path) -> ImageEntry:
+    """Write one image's files under ``root`` and return its COCO fragments."""
+    h, w = record.image.shape[:2]
+    stem = f"{record.index:06d}"
+    files: dict[str, str] = {}
+    _write_file(root, f"images/{stem}.png", _png_bytes(record.image), files)
+    img: dict[str, Any] = {"file_name": f"images/{stem}.png", "width": w, "height": h}
+    kept = [o for o in record.objects if int(o.mask.sum()) >= MIN_VISIBLE_PIXELS]
+    if record.depth is not None:
+        _write_file(root, f"depth/{stem}.png", _png_bytes(ann.depth_to_png_mm(record.depth)), files)
+        img["depth_file"] = f"depth/{stem}.png"
+        sem = np.zeros((h, w), dtype=np.uint8)
+        for o in kept:
+            sem[o.mask] = o.category_id
+        _write_file(root, f"semantic/{stem}.png", _png_bytes(sem), files)
+        img["semantic_file"] = f"semantic/{stem}.png"
+    if record.intrinsics is not None:
+        img["intrinsics"] = [[_round(v) for v in row] for row in np.asarray(record.intrinsics)]
+    stats = imagestats.image_stats(record.image)
+    img["conditions"] = _jsonable(record.conditions)
+    img["stats"] = _jsonable(stats)
+    img["hidden_objects"] = int(record.hidden_objects + len(record.objects) - len(kept))
+    anns = [_object_annotation(o, record.image) for o in kept]
+    return ImageEntry(index=record.index, image=img, annotations=anns, files=files)
+
+
+def _condition_rows(coco: dict[str, Any]) -> pd.DataFrame:
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    rows: list[dict[str, Any]] = []
+    for img in coco["images"]:
+        base: dict[str, Any] = {"image_id": img["id"], "file_name": img["file_name"]}
+        base["n_objects"] = len(by_image.get(img["id"], []))
+        base.update({f"stat.{k}": v for k, v in img.get("stats", {}).items()})
+        base.update({f"param.{k}": _scalar(v) for k, v in img.get("conditions", {}).items()})
+        for a in by_image.get(img["id"], []) or [None]:
+            row = dict(base)
+            if a is not None:
+                x, y, w, h = a["bbox"]
+                row.update(
+                    ann_id=a["id"], category_id=a["category_id"], category=names[a["category_id"]],
+                    bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h, area=a["area"],
+                    pixel_size=float(np.sqrt(a["area"])), box_size=float(max(w, h)),
+                    visibility=a.get("visibility", 1.0), truncation=a.get("truncation", 0.0),
+                    object_contrast=a.get("object_contrast"),
+                )
+                row.update({f"obj.{k}": _scalar(v) for k, v in a.get("attributes", {}).items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _scalar(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+
+
+class ShardWriter:
+    """Collect :class:`ImageEntry` objects and publish a complete shard atomically.
+
+    ``info`` becomes the manifest's identity block; it must hold ``name``, ``kind``
+    (``synthetic`` / ``real`` / ``imported`` / ``production``), ``classes`` and
+    ``fingerprint``; anything else (scenario, params, seed, split, sources) is kept as given.
+    """
+
+    def __init__(self, out: str | Path, info: dict[str, Any], overwrite: bool = False) -> None:
+        missing = [k for k in ("name", "kind", "classes", "fingerprint") if k not in info]
+        if missing:
+            raise ValueError(f"ShardWriter info lacks {missing}")
+        self.out = Path(out)
+        self.info = info
+        self.overwrite = overwrite
+        self.entries: dict[int, ImageEntry] = {}
+        self._ctx: Any = None
+        self.root = Path()
+
+    def __enter__(self) -> ShardWriter:
+        self._ctx = atomic.atomic_dir(self.out, self.overwrite)
+        self.root = self._ctx.__enter__()
+        return self
+
+    def add_record(self, record: ImageRecord) -> ImageEntry:
+        entry = encode_image(record, self.root)
+        self.add(entry)
+        return entry
+
+    def add(self, entry: ImageEntry) -> None:
+        if entry.index in self.entries:
+            raise ValueError(f"image index {entry.index} added twice")
+        self.entries[entry.index] = entry
+
+    def coco(self) -> dict[str, Any]:
+        cats = [{"id": i + 1, "name": c, "supercategory": self.info["name"]}
+                for i, c in enumerate(self.info["classes"])]
+        images, anns = [], []
+        for image_id, idx in enumerate(sorted(self.entries), start=1):
+            e = self.entries[idx]
+            images.append({"id": image_id, **e.image})
+            for a in e.annotations:
+                anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
+        return {"info": {"description": f"synthloop shard {self.info['name']}", "version": FORMAT},
+                "images": images, "annotations": anns, "categories": cats}
+
+    def _finalize(self) -> None:
+        coco = self.coco()
+        files: dict[str, str] = {}
+        for e in self.entries.values():
+            files.update(e.files)
+        ann_bytes = atomic.dumps_json(coco).encode()
+        (self.root / "annotations.json").write_bytes(ann_bytes)
+        files["annotations.json"] = hashlib.sha256(ann_bytes).hexdigest()
+        _condition_rows(coco).to_parquet(self.root / "conditions.parquet", index=False)
+        files["conditions.parquet"] = _sha256_file(self.root / "conditions.parquet")
+        label_types = ["bbox", "segmentation"]
+        if any("amodal_segmentation" in a for a in coco["annotations"]):
+            label_types += ["amodal", "visibility"]
+        if any("pose" in a for a in coco["annotations"]):
+            label_types.append("pose")
+        if any("depth_file" in i for i in coco["images"]):
+            label_types += ["depth", "semantic"]
+        manifest = {
+            "format": FORMAT, **_jsonable(self.info),
+            "counts": {"images": len(coco["images"]), "annotations": len(coco["annotations"])},
+            "label_types": label_types,
+            "files": dict(sorted(files.items())),
+        }
+        (self.root / "manifest.json").write_text(atomic.dumps_json(manifest))
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is None:
+            try:
+                self._finalize()
+            except BaseException as exc:
+                self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        self._ctx.__exit__(et, ev, tb)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+sha256_file = _sha256_file
+
+
+class Shard:
+    """Read access to a finished shard directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not self.path.is_dir():
+            raise ShardError(f"shard: directory {str(self.path)!r} does not exist; check the path")
+        if not mpath.is_file():
+            raise ShardError(
+                f"shard: {str(self.path)!r} has no manifest.json, so it is not a finished shard; "
+                "render or import it again"
+            )
+        try:
+            self.manifest: dict[str, Any] = json.loads(mpath.read_text())
+        except json.JSONDecodeError as exc:
+            raise ShardError(f"shard: {mpath} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        self._coco: dict[str, Any] | None = None
+
+    @property
+    def coco(self) -> dict[str, Any]:
+        if self._coco is None:
+            p = self.path / "annotations.json"
+            try:
+                self._coco = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ShardError(f"shard: cannot read {p}: {exc}") from exc
+        return self._coco
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    def annotations_by_image(self) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {i["id"]: [] for i in self.coco["images"]}
+        for a in self.coco["annotations"]:
+            out.setdefault(a["image_id"], []).append(a)
+        return out
+
+    def load_image(self, image: dict[str, Any]) -> np.ndarray:
+        with Image.open(self.path / image["file_name"]) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def load_depth(self, image: dict[str, Any]) -> np.ndarray | None:
+        """Depth in metres (0 = no surface), or None when the shard has no depth."""
+        if "depth_file" not in image:
+            return None
+        with Image.open(self.path / image["depth_file"]) as im:
+            return np.asarray(im).astype(np.float32) / 1000.0
+
+    def conditions(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "conditions.parquet")
