@@ -79,3 +79,28 @@ def object_contrast(image: np.ndarray, mask: np.ndarray) -> float:
     if not ring.any():
         return 0.0
     return float(abs(g[mask].mean() - g[ring].mean()))
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width in pixels: area ÷ skeleton length (0 for an empty mask)."""
+    from skimage.morphology import skeletonize
+
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    length = max(int(skeletonize(mask).sum()), 1)
+    return float(area / length)
+
+
+def slant(mask: np.ndarray) -> float:
+    """Slant in degrees from second moments: positive leans right (top to the right)."""
+    ys, xs = np.nonzero(mask)
+    if ys.size < 3:
+        return 0.0
+    y = ys - ys.mean()
+    x = xs - xs.mean()
+    vy = float((y * y).mean())
+    if vy <= 1e-9:
+        return 0.0
+    shear = float((x * y).mean()) / vy  # dx per dy, image y grows downwards
+    return float(np.degrees(np.arctan(-shear))) + 0.0  # no "-0.0"

@@ -108,6 +108,8 @@ def _object_annotation(obj: ObjectRecord, image: np.ndarray) -> dict[str, Any]:
         "iscrowd": 0,
         "truncation": _round(obj.truncation),
         "object_contrast": _round(imagestats.object_contrast(image, obj.mask)),
+        "stroke_width": _round(imagestats.stroke_width(obj.mask)),
+        "slant": _round(imagestats.slant(obj.mask)),
         "attributes": _jsonable(obj.attributes),
     }
     if obj.amodal_mask is not None:
@@ -165,7 +167,8 @@ def _condition_rows(coco: dict[str, Any]) -> pd.DataFrame:
                     bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h, area=a["area"],
                     pixel_size=float(np.sqrt(a["area"])), box_size=float(max(w, h)),
                     visibility=a.get("visibility", 1.0), truncation=a.get("truncation", 0.0),
-                    object_contrast=a.get("object_contrast"),
+                    object_contrast=a.get("object_contrast"), stroke_width=a.get("stroke_width"),
+                    slant=a.get("slant"),
                 )
                 row.update({f"obj.{k}": _scalar(v) for k, v in a.get("attributes", {}).items()})
             rows.append(row)
