@@ -19,12 +19,6 @@ from generator.errors import SynthloopError  # noqa: E402
 
 # subcommand -> module under flows.commands (order = order in --help)
 COMMANDS: dict[str, str] = {
-    "render": "render",
-    "validate": "validate",
-    "coverage": "coverage",
-    "preview": "preview",
-    "export": "export",
-    "demo": "demo",
 }
 
 
