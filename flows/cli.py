@@ -14,11 +14,12 @@ import sys
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before anything can import OpenGL
 
-from generator import __version__  # noqa: E402
-from generator.errors import SynthloopError  # noqa: E402
+from generator import __version__
+from generator.errors import SynthloopError
 
 # subcommand -> module under flows.commands (order = order in --help)
 COMMANDS: dict[str, str] = {
+    "render": "render",
 }
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"synthloop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         mod = importlib.import_module(f"flows.commands.{module}")
         mod.add_parser(sub)
     return parser

@@ -61,7 +61,9 @@ def _check_numeric(name: str, p: ParamSpec, d: Distribution) -> None:
         a = lo if d.low is None else d.low
         b = hi if d.high is None else d.high
         if not lo <= a <= b <= hi:
-            raise field_error(where, f"needs {lo} <= low <= high <= {hi}", (a, b), "keep the sub-range inside the parameter's range")
+            raise field_error(
+                where, f"needs {lo} <= low <= high <= {hi}", (a, b), "keep the sub-range inside the parameter's range"
+            )
     elif d.kind in ("truncnormal", "beta"):
         if d.center is None or d.width is None:
             raise field_error(where, f"{d.kind} needs `center` and `width`", d.model_dump(exclude_none=True))
@@ -71,7 +73,12 @@ def _check_numeric(name: str, p: ParamSpec, d: Distribution) -> None:
             m = (d.center - lo) / max(hi - lo, 1e-12)
             s = d.width / max(hi - lo, 1e-12)
             if not (0 < m < 1 and s * s < m * (1 - m)):
-                raise field_error(f"{where}.width", "beta needs width**2 < (center-low)*(high-center) and a center strictly inside the range", d.width, "use a smaller width")
+                raise field_error(
+                    f"{where}.width",
+                    "beta needs width**2 < (center-low)*(high-center) and a center strictly inside the range",
+                    d.width,
+                    "use a smaller width",
+                )
     elif d.kind == "fixed":
         if not isinstance(d.value, int | float) or isinstance(d.value, bool) or not lo <= float(d.value) <= hi:
             raise field_error(f"{where}.value", f"must be a number inside [{lo}, {hi}]", d.value)
@@ -102,12 +109,16 @@ def _check_categorical(name: str, p: ParamSpec, d: Distribution) -> None:
 
 def validate_params(params: GenerationParams, scenario: Scenario) -> GenerationParams:
     if params.scenario != scenario.name:
-        raise field_error("params.scenario", f"must name the scenario being rendered ({scenario.name!r})", params.scenario)
+        raise field_error(
+            "params.scenario", f"must name the scenario being rendered ({scenario.name!r})", params.scenario
+        )
     for name, d in params.distributions.items():
         p = scenario.parameters.get(name)
         if p is None:
             known = ", ".join(sorted(scenario.parameters))
-            raise ConfigError(f"params.distributions.{name}: unknown parameter of scenario {scenario.name!r}; known: {known}")
+            raise ConfigError(
+                f"params.distributions.{name}: unknown parameter of scenario {scenario.name!r}; known: {known}"
+            )
         (_check_numeric if p.is_numeric else _check_categorical)(name, p, d)
     return params
 

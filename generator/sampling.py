@@ -62,7 +62,7 @@ UNIFORM = Distribution(kind="uniform")
 def sample_value(p: ParamSpec, d: Distribution, rng: np.random.Generator) -> Scalar:
     if p.is_numeric:
         x = _numeric(p, d, rng)
-        return int(round(x)) if p.type == "int" else x
+        return round(x) if p.type == "int" else x
     return _categorical(p, d, rng)
 
 

@@ -140,7 +140,9 @@ class Scenario:
     def builder(self) -> Callable[..., Any]:
         mod_name, _, func = self.spec.builder.partition(":")
         if not func:
-            raise ConfigError(f"scenario {self.name}: builder: must look like 'module:function', but got {self.spec.builder!r}")
+            raise ConfigError(
+                f"scenario {self.name}: builder: must look like 'module:function', but got {self.spec.builder!r}"
+            )
         if mod_name.endswith(".py"):
             path = (self.source.parent / mod_name).resolve()
             spec = importlib.util.spec_from_file_location(f"synthloop_user_{self.name}", path)
@@ -152,7 +154,9 @@ class Scenario:
             try:
                 module = importlib.import_module(mod_name)
             except ImportError as exc:
-                raise ConfigError(f"scenario {self.name}: builder module {mod_name!r} cannot be imported: {exc}") from exc
+                raise ConfigError(
+                    f"scenario {self.name}: builder module {mod_name!r} cannot be imported: {exc}"
+                ) from exc
         fn = getattr(module, func, None)
         if not callable(fn):
             raise ConfigError(f"scenario {self.name}: builder {self.spec.builder!r} names no function")

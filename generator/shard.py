@@ -163,11 +163,20 @@ def _condition_rows(coco: dict[str, Any]) -> pd.DataFrame:
             if a is not None:
                 x, y, w, h = a["bbox"]
                 row.update(
-                    ann_id=a["id"], category_id=a["category_id"], category=names[a["category_id"]],
-                    bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h, area=a["area"],
-                    pixel_size=float(np.sqrt(a["area"])), box_size=float(max(w, h)),
-                    visibility=a.get("visibility", 1.0), truncation=a.get("truncation", 0.0),
-                    object_contrast=a.get("object_contrast"), stroke_width=a.get("stroke_width"),
+                    ann_id=a["id"],
+                    category_id=a["category_id"],
+                    category=names[a["category_id"]],
+                    bbox_x=x,
+                    bbox_y=y,
+                    bbox_w=w,
+                    bbox_h=h,
+                    area=a["area"],
+                    pixel_size=float(np.sqrt(a["area"])),
+                    box_size=float(max(w, h)),
+                    visibility=a.get("visibility", 1.0),
+                    truncation=a.get("truncation", 0.0),
+                    object_contrast=a.get("object_contrast"),
+                    stroke_width=a.get("stroke_width"),
                     slant=a.get("slant"),
                 )
                 row.update({f"obj.{k}": _scalar(v) for k, v in a.get("attributes", {}).items()})
@@ -214,16 +223,21 @@ class ShardWriter:
         self.entries[entry.index] = entry
 
     def coco(self) -> dict[str, Any]:
-        cats = [{"id": i + 1, "name": c, "supercategory": self.info["name"]}
-                for i, c in enumerate(self.info["classes"])]
+        cats = [
+            {"id": i + 1, "name": c, "supercategory": self.info["name"]} for i, c in enumerate(self.info["classes"])
+        ]
         images, anns = [], []
         for image_id, idx in enumerate(sorted(self.entries), start=1):
             e = self.entries[idx]
             images.append({"id": image_id, **e.image})
             for a in e.annotations:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
-        return {"info": {"description": f"synthloop shard {self.info['name']}", "version": FORMAT},
-                "images": images, "annotations": anns, "categories": cats}
+        return {
+            "info": {"description": f"synthloop shard {self.info['name']}", "version": FORMAT},
+            "images": images,
+            "annotations": anns,
+            "categories": cats,
+        }
 
     def _finalize(self) -> None:
         coco = self.coco()
@@ -243,15 +257,15 @@ class ShardWriter:
         if any("depth_file" in i for i in coco["images"]):
             label_types += ["depth", "semantic"]
         manifest = {
-            "format": FORMAT, **_jsonable(self.info),
+            "format": FORMAT,
+            **_jsonable(self.info),
             "counts": {"images": len(coco["images"]), "annotations": len(coco["annotations"])},
             "label_types": label_types,
             "files": dict(sorted(files.items())),
         }
         (self.root / "manifest.json").write_text(atomic.dumps_json(manifest))
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if et is None:
             try:
                 self._finalize()

@@ -1,0 +1,239 @@
+"""Render a shard: sample → build scene → render → annotate → sensor effects → write.
+
+Image *i* draws everything from ``SeedSequence(seed).spawn(n)[i]``, so the output does not
+depend on the number of worker processes. Workers are spawned processes, each owning one
+renderer (one GL context per process); they write image files into the shard's temporary
+directory and return small :class:`generator.shard.ImageEntry` objects.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator import GENERATOR_VERSION, sensor
+from generator.annotations import truncation
+from generator.errors import ConfigError
+from generator.fingerprint import fingerprint
+from generator.params import GenerationParams
+from generator.render import Renderer, RenderOutput, SceneSpec
+from generator.render.fake import GL_TO_CV, camera_points
+from generator.sampling import Sampler, SceneSample, image_seeds
+from generator.scenario import Scenario, load_scenario
+from generator.shard import ImageEntry, ImageRecord, ObjectRecord, Shard, ShardWriter, encode_image
+
+BACKENDS = ("pyrender", "fake")
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    scenario: Scenario
+    params: GenerationParams
+    n: int
+    seed: int
+    width: int
+    height: int
+    backend: str = "pyrender"
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            scenario=self.scenario.spec_dict(),
+            params=self.params.to_dict(),
+            seed=self.seed,
+            n=self.n,
+            image_size=[self.width, self.height],
+            backend=self.backend,
+            generator_version=GENERATOR_VERSION,
+        )
+
+    def manifest_info(self) -> dict[str, Any]:
+        s = self.scenario
+        return {
+            "name": s.name,
+            "kind": "synthetic",
+            "classes": s.classes,
+            "fingerprint": self.fingerprint(),
+            "scenario": {
+                "name": s.name,
+                "version": s.spec.version,
+                "spec_sha256": s.spec_hash(),
+                "spec": s.spec_dict(),
+            },
+            "params": self.params.to_dict(),
+            "seed": self.seed,
+            "n": self.n,
+            "image_size": [self.width, self.height],
+            "backend": self.backend,
+            "generator_version": GENERATOR_VERSION,
+        }
+
+
+def make_renderer(backend: str, width: int, height: int) -> Renderer:
+    if backend == "fake":
+        from generator.render.fake import FakeRenderer
+
+        return FakeRenderer(width, height)
+    from generator.render.pyrender_backend import PyrenderRenderer
+
+    return PyrenderRenderer(width, height)
+
+
+def to_record(
+    index: int, spec: SceneSpec, out: RenderOutput, sample: SceneSample, rng: np.random.Generator
+) -> ImageRecord:
+    K = spec.camera.intrinsics
+    objects = []
+    for i in spec.labelled:
+        obj = spec.objects[i]
+        mask = out.instance == i + 1
+        amodal = out.amodal.get(i, mask) | mask  # rasterisation passes can differ by a pixel edge
+        pts = camera_points(obj, spec.camera.pose)
+        trunc = truncation(pts, K, spec.camera.width, spec.camera.height) if (pts[:, 2] > 0).all() else 1.0
+        pose = GL_TO_CV @ np.linalg.inv(spec.camera.pose) @ obj.pose
+        assert obj.category_id is not None  # labelled objects carry a class (builder contract)
+        objects.append(
+            ObjectRecord(
+                category_id=obj.category_id,
+                mask=mask,
+                amodal_mask=amodal,
+                truncation=trunc,
+                pose=pose,
+                attributes=obj.attributes,
+            )
+        )
+    color = sensor.apply(out.color, sample.image, rng)
+    return ImageRecord(
+        index=index, image=color, objects=objects, depth=out.depth, intrinsics=K, conditions=sample.conditions()
+    )
+
+
+class ImageRenderer:
+    """Everything one process needs to turn an image index into an :class:`ImageEntry`."""
+
+    def __init__(self, job: RenderJob, root: Path) -> None:
+        self.job, self.root = job, root
+        self.sampler = Sampler(job.scenario, job.params)
+        self.builder = job.scenario.builder()
+        self.seeds = image_seeds(job.seed, job.n)
+        self.renderer = make_renderer(job.backend, job.width, job.height)
+
+    def scene(self, index: int) -> tuple[SceneSpec, SceneSample, np.random.Generator]:
+        s_sample, s_scene, s_sensor = self.seeds[index].spawn(3)
+        sample = self.sampler.sample(np.random.default_rng(s_sample))
+        spec = self.builder(
+            sample, np.random.default_rng(s_scene), self.job.width, self.job.height, self.job.scenario.classes
+        )
+        return spec, sample, np.random.default_rng(s_sensor)
+
+    def __call__(self, index: int) -> ImageEntry:
+        spec, sample, rng = self.scene(index)
+        out = self.renderer.render(spec)
+        return encode_image(to_record(index, spec, out, sample, rng), self.root)
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
+_WORKER: ImageRenderer | None = None
+
+
+def _init_worker(scenario_source: str, params: dict[str, Any], job_args: dict[str, Any], root: str) -> None:
+    global _WORKER
+    job = RenderJob(scenario=load_scenario(scenario_source), params=GenerationParams.model_validate(params), **job_args)
+    _WORKER = ImageRenderer(job, Path(root))
+
+
+def _work(index: int) -> ImageEntry:
+    assert _WORKER is not None
+    return _WORKER(index)
+
+
+def _entries(job: RenderJob, root: Path, workers: int) -> Iterator[ImageEntry]:
+    if workers <= 1:
+        r = ImageRenderer(job, root)
+        try:
+            for i in range(job.n):
+                yield r(i)
+        finally:
+            r.close()
+        return
+    make_renderer(job.backend, job.width, job.height).close()  # fail here, clearly, if EGL is missing
+    args = {"n": job.n, "seed": job.seed, "width": job.width, "height": job.height, "backend": job.backend}
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(str(job.scenario.source), job.params.to_dict(), args, str(root)),
+    ) as ex:
+        yield from ex.map(_work, range(job.n), chunksize=max(1, min(16, job.n // (4 * workers) or 1)))
+
+
+@dataclass
+class RenderResult:
+    path: Path
+    fingerprint: str
+    images: int
+    annotations: int
+    seconds: float
+    reused: bool = False
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("inf")
+
+
+def existing_fingerprint(out: Path) -> str | None:
+    try:
+        return str(json.loads((out / "manifest.json").read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def check_job(job: RenderJob) -> None:
+    if job.n < 1:
+        raise ConfigError(f"-n: number of images must be >= 1, but got {job.n}")
+    if job.seed < 0:
+        raise ConfigError(f"--seed: must be an integer >= 0, but got {job.seed}")
+    if job.backend not in BACKENDS:
+        raise ConfigError(f"--backend: must be one of {BACKENDS}, but got {job.backend!r}")
+    if not (16 <= job.width <= 4096 and 16 <= job.height <= 4096):
+        raise ConfigError(f"--size: width and height must lie in [16, 4096], but got {job.width}x{job.height}")
+
+
+def render_shard(
+    job: RenderJob,
+    out: str | Path,
+    workers: int = 1,
+    overwrite: bool = False,
+    reuse: bool = False,
+    progress: Any = None,
+) -> RenderResult:
+    """Render ``job`` into the shard directory ``out`` (atomically).
+
+    ``reuse``: if ``out`` already holds a shard with this job's fingerprint, return it untouched
+    (the loop's resume path). ``progress``: an optional callable invoked once per finished image.
+    """
+    check_job(job)
+    out = Path(out)
+    fp = job.fingerprint()
+    if reuse and existing_fingerprint(out) == fp:
+        shard = Shard(out)
+        return RenderResult(
+            out, fp, shard.manifest["counts"]["images"], shard.manifest["counts"]["annotations"], 0.0, reused=True
+        )
+    t0 = time.perf_counter()
+    with ShardWriter(out, job.manifest_info(), overwrite=overwrite or reuse) as writer:
+        for entry in _entries(job, writer.root, workers):
+            writer.add(entry)
+            if progress is not None:
+                progress(entry)
+        n_ann = sum(len(e.annotations) for e in writer.entries.values())
+    return RenderResult(out, fp, job.n, n_ann, time.perf_counter() - t0)
