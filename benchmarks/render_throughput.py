@@ -1,0 +1,77 @@
+"""Render throughput: raw pyrender colour+depth loop vs the full synthloop pipeline.
+
+(a) raw: the same scenes (built once by the digits builder, outside the timer) rendered
+    colour+depth by pyrender in a loop — the floor any pipeline pays;
+(b) full: `render_shard` — sampling, scene building, colour+depth, SEG and amodal passes,
+    annotations (RLE, boxes, visibility, truncation, pose), sensor effects, PNG + JSON +
+    Parquet writing, checksums.
+Reports images/s at each size, the ratio b/a, peak RSS, and 2 workers vs 1, as one JSON
+document on stdout. Usage: python benchmarks/render_throughput.py [--n 200] [--sizes 128 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from generator.params import uniform_params  # noqa: E402
+from generator.pipeline import ImageRenderer, RenderJob, render_shard  # noqa: E402
+from generator.scenario import load_scenario  # noqa: E402
+
+
+def raw_loop(job: RenderJob, root: Path) -> float:
+    """images/s of plain pyrender colour+depth over the job's scenes (scene building untimed)."""
+    r = ImageRenderer(job, root)
+    backend = r.renderer
+    scenes = [backend._scene(r.scene(i)[0])[0] for i in range(job.n)]  # pyrender scenes, prebuilt
+    backend._r.render(scenes[0])  # warm-up: shader compilation
+    t0 = time.perf_counter()
+    for s in scenes:
+        backend._r.render(s)
+    dt = time.perf_counter() - t0
+    r.close()
+    return job.n / dt
+
+
+def full_pipeline(job: RenderJob, out: Path, workers: int) -> float:
+    return render_shard(job, out, workers=workers, overwrite=True).images_per_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    scenario = load_scenario("digits")
+    results: dict[str, object] = {"machine": f"{platform.node()} {platform.processor()} {os.cpu_count()} cores",
+                                  "n": args.n, "sizes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            job = RenderJob(scenario, uniform_params(scenario), n=args.n, seed=args.seed, width=size, height=size)
+            full_pipeline(RenderJob(scenario, job.params, n=8, seed=99, width=size, height=size),
+                          Path(tmp) / "warm", 1)  # glyph caches and shader compilation
+            raw = raw_loop(job, Path(tmp))
+            full1 = full_pipeline(job, Path(tmp) / f"s{size}-1", 1)
+            full2 = full_pipeline(job, Path(tmp) / f"s{size}-2", 2)
+            results["sizes"][size] = {  # type: ignore[index]
+                "raw_img_s": round(raw, 1), "full_img_s_1worker": round(full1, 1),
+                "full_img_s_2workers": round(full2, 1), "ratio_full_over_raw": round(full1 / raw, 3),
+                "speedup_2_over_1": round(full2 / full1, 2),
+            }
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    results["peak_rss_mb"] = {"main": round(self_kb / 1024), "largest_worker": round(child_kb / 1024)}
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
