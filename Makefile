@@ -6,13 +6,20 @@ STAMP  := $(VENV)/.installed
 export PYOPENGL_PLATFORM ?= egl
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv sysdeps demo test test-fast lint bench clean
 
 venv: $(STAMP)
 
+# Debian packages the project needs: Mesa's EGL + llvmpipe for offscreen rendering without a GPU.
+# Present on the standard image; installed here when missing (needs root, as on CI).
+sysdeps:
+	@ldconfig -p | grep -q 'libEGL_mesa.so' || { \
+	  echo "installing Mesa EGL (libegl1 libegl-mesa0 libgl1-mesa-dri)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
+
 # torch first, pinned: `torch==2.13.0` resolves to the CPU wheel on these machines; an unpinned
 # torch would pull a multi-GB CUDA build. For a GPU see README "GPU install".
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock | sysdeps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
