@@ -20,6 +20,11 @@ from generator.errors import SynthloopError
 # subcommand -> module under flows.commands (order = order in --help)
 COMMANDS: dict[str, str] = {
     "render": "render",
+    "data": "data",
+    "validate": "validate",
+    "coverage": "coverage",
+    "preview": "preview",
+    "export": "export",
 }
 
 

