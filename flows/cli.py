@@ -21,6 +21,7 @@ from generator.errors import SynthloopError
 COMMANDS: dict[str, str] = {
     "render": "render",
     "data": "data",
+    "evaluate": "evaluate",
     "validate": "validate",
     "coverage": "coverage",
     "preview": "preview",

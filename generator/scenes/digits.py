@@ -115,7 +115,9 @@ def build(sample: SceneSample, rng: np.random.Generator, width: int, height: int
     half = common.visible_half_height(camera, im["camera.distance"])
     sizes = [float(o["digit.size"]) for o in sample.objects]
     centres = _place(len(sample.objects), half, im["layout.spread"], im["layout.separation"], sizes, rng)
-    color = common.hls_color(im["material.hue"], im["material.lightness"], im["material.saturation"])
+    sign = 1.0 if im["material.polarity"] == "light" else -1.0
+    lightness = float(np.clip(im["background.lightness"] + sign * im["material.contrast"], 0.0, 1.0))
+    color = common.hls_color(im["material.hue"], lightness, im["material.saturation"])
     class_index = {c: i + 1 for i, c in enumerate(classes)}
     objects = [
         _digit(o, c, k, color, im, class_index) for k, (o, c) in enumerate(zip(sample.objects, centres, strict=True))

@@ -1,0 +1,92 @@
+"""``synthloop evaluate``: measure a detector on a shard and write a failure report.
+
+Runs the model over every image (progress bar on stderr), computes COCO mAP, recall and
+precision at an operating score threshold, slices by the scenario's conditions and ranks the
+weak slices with the generator parameters that control them. Output directory (atomic):
+report.json (schema: docs/failure-report.md), report.md, slices.csv, gallery.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate", help="measure a detector on a shard and find its failure modes",
+        description=(
+            "Run MODEL over the shard DATA, compute COCO mAP and recall/precision at an "
+            "operating threshold, slice them by the scenario's conditions (brightness, object "
+            "size, …), rank the slices whose recall is significantly below the overall recall, "
+            "map each to the generator parameters that control it, and write REPORT_DIR with "
+            "report.json, report.md, slices.csv and gallery.png. The real-test split is refused "
+            "unless --final-report is given."),
+    )
+    p.add_argument("--model", required=True,
+                   help="detector checkpoint written by `synthloop train`")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="shard directory with ground truth (e.g. real-val)")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR",
+                   help="report directory to create (must be empty or absent)")
+    p.add_argument("--scenario", default=None, metavar="S",
+                   help="scenario name or YAML whose conditions define the slices "
+                        "(default: the shard's, else the model's)")
+    p.add_argument("--score-threshold", type=float, default=0.3, metavar="T",
+                   help="operating score threshold for recall, precision and the gallery "
+                        "(default 0.3)")
+    p.add_argument("--iou", type=float, default=0.5, metavar="IOU",
+                   help="IoU a prediction needs to match a true object (default 0.5)")
+    p.add_argument("--min-support", type=int, default=20, metavar="N",
+                   help="objects a slice needs before its AP and bootstrap interval are "
+                        "computed (default 20)")
+    p.add_argument("--resamples", type=int, default=200, metavar="N",
+                   help="bootstrap resamples over images for AP intervals; 0 turns them off "
+                        "(default 200)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the bootstrap (default 0)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N",
+                   help="images per predict() call (default 16)")
+    p.add_argument("--gallery-size", type=int, default=12, metavar="N",
+                   help="worst images drawn in gallery.png (default 12)")
+    p.add_argument("--final-report", action="store_true",
+                   help="allow the held-out real-test split (only for the final report)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluator.checks import check_model, check_shard, resolve_scenario
+    from evaluator.evaluate import EvalOptions, evaluate
+    from evaluator.predict import model_identity, open_detector, predict_shard
+    from evaluator.report import summary_lines, write_report
+    from generator import atomic
+    from generator.errors import ConfigError, ShardError, field_error
+    from generator.shard import Shard
+
+    options = EvalOptions(iou=args.iou, score_threshold=args.score_threshold,
+                          min_support=args.min_support, resamples=args.resamples, seed=args.seed,
+                          gallery_size=args.gallery_size).validate()
+    if args.batch_size < 1:
+        raise field_error("--batch-size", "must be an integer >= 1", args.batch_size)
+    if not Path(args.model).exists():
+        raise ConfigError(f"--model: {args.model!r} does not exist; pass a checkpoint written by "
+                          "`synthloop train`")
+    try:
+        shard = Shard(args.data)
+    except ShardError as exc:
+        raise ShardError(f"--data: {exc}") from exc
+    check_shard(shard, args.final_report)
+    detector = open_detector(args.model)
+    check_model(shard, detector.classes, detector.scenario)
+    scenario = resolve_scenario(args.scenario, shard, detector.scenario)
+    atomic.prepare_output_dir(args.out, args.overwrite)
+    predictions = predict_shard(detector, shard, args.batch_size, progress=not args.no_progress)
+    ev = evaluate(shard, predictions, scenario, options,
+                  model=model_identity(args.model, detector), final_report=args.final_report)
+    out = write_report(ev, shard, args.out, args.overwrite)
+    print(f"evaluated {args.model} on {args.data} -> {out}")
+    print("\n".join(summary_lines(ev.report)))
+    return 0
