@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "render": "render",
     "data": "data",
     "evaluate": "evaluate",
+    "policy": "policy",
     "validate": "validate",
     "coverage": "coverage",
     "preview": "preview",

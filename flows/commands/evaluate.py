@@ -9,7 +9,6 @@ report.json (schema: docs/failure-report.md), report.md, slices.csv, gallery.png
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 
@@ -58,35 +57,19 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluator.checks import check_model, check_shard, resolve_scenario
-    from evaluator.evaluate import EvalOptions, evaluate
-    from evaluator.predict import model_identity, open_detector, predict_shard
-    from evaluator.report import summary_lines, write_report
-    from generator import atomic
-    from generator.errors import ConfigError, ShardError, field_error
-    from generator.shard import Shard
+    from evaluator.evaluate import EvalOptions
+    from evaluator.report import summary_lines
+    from evaluator.run import evaluate_model
+    from generator.errors import field_error
 
     options = EvalOptions(iou=args.iou, score_threshold=args.score_threshold,
                           min_support=args.min_support, resamples=args.resamples, seed=args.seed,
                           gallery_size=args.gallery_size).validate()
     if args.batch_size < 1:
         raise field_error("--batch-size", "must be an integer >= 1", args.batch_size)
-    if not Path(args.model).exists():
-        raise ConfigError(f"--model: {args.model!r} does not exist; pass a checkpoint written by "
-                          "`synthloop train`")
-    try:
-        shard = Shard(args.data)
-    except ShardError as exc:
-        raise ShardError(f"--data: {exc}") from exc
-    check_shard(shard, args.final_report)
-    detector = open_detector(args.model)
-    check_model(shard, detector.classes, detector.scenario)
-    scenario = resolve_scenario(args.scenario, shard, detector.scenario)
-    atomic.prepare_output_dir(args.out, args.overwrite)
-    predictions = predict_shard(detector, shard, args.batch_size, progress=not args.no_progress)
-    ev = evaluate(shard, predictions, scenario, options,
-                  model=model_identity(args.model, detector), final_report=args.final_report)
-    out = write_report(ev, shard, args.out, args.overwrite)
+    out, ev = evaluate_model(args.model, args.data, args.out, options, scenario=args.scenario,
+                             final_report=args.final_report, batch_size=args.batch_size,
+                             overwrite=args.overwrite, progress=not args.no_progress)
     print(f"evaluated {args.model} on {args.data} -> {out}")
     print("\n".join(summary_lines(ev.report)))
     return 0

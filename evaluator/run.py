@@ -1,0 +1,48 @@
+"""One call from a checkpoint and a shard to a written failure report.
+
+Used by ``synthloop evaluate``, the demo and the loop, so the order of checks (cheap refusals
+before any inference) lives in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evaluator.checks import check_model, check_shard, resolve_scenario
+from evaluator.evaluate import EvalOptions, Evaluation, evaluate
+from evaluator.predict import model_identity, open_detector, predict_shard
+from evaluator.report import write_report
+from generator import atomic
+from generator.errors import ConfigError, ShardError
+from generator.shard import Shard
+
+
+def evaluate_model(model: str | Path, data: str | Path, out: str | Path, options: EvalOptions | None = None, *,
+                   scenario: str | None = None, final_report: bool = False, batch_size: int = 16,
+                   overwrite: bool = False, progress: bool = True) -> tuple[Path, Evaluation]:
+    """Predict with ``model`` on shard ``data``, evaluate, write the report to ``out``."""
+    options = (options or EvalOptions()).validate()
+    if not Path(model).exists():
+        raise ConfigError(f"--model: {str(model)!r} does not exist; pass a checkpoint written by `synthloop train`")
+    try:
+        shard = Shard(data)
+    except ShardError as exc:
+        raise ShardError(f"--data: {exc}") from exc
+    check_shard(shard, final_report)
+    detector = open_detector(model)
+    check_model(shard, detector.classes, detector.scenario)
+    scen = resolve_scenario(scenario, shard, detector.scenario)
+    atomic.prepare_output_dir(out, overwrite)
+    predictions = predict_shard(detector, shard, batch_size, progress=progress)
+    ev = evaluate(shard, predictions, scen, options, model=model_identity(model, detector), final_report=final_report)
+    return write_report(ev, shard, out, overwrite), ev
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a loop table shows: mAP@0.5, recall and the weakest slice."""
+    o = report["overall"]
+    weak = report.get("weak_slices") or []
+    top = weak[0] if weak else None
+    return {"map50": o.get("map50"), "recall": o.get("recall"),
+            "weakest": None if top is None else f"{top['condition']} {top['side']} (recall {top['recall']:.2f})"}

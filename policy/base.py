@@ -1,0 +1,89 @@
+"""The policy contract and the two baselines every steered loop is compared against.
+
+A policy turns :class:`PolicyInputs` (failure reports, the scenario, the params in use and the
+latest synthetic conditions) into a :class:`~policy.decision.Decision` whose ``params`` are the
+next generation distributions. Baselines ignore the failure signal on purpose:
+
+- ``uniform`` — classic domain randomization: every parameter uniform over its full range;
+- ``fixed`` — no randomization: every parameter at its scenario default.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from generator.errors import ConfigError
+from generator.params import GenerationParams, fixed_params, uniform_params, validate_params
+from generator.scenario import Scenario
+from policy.decision import Decision
+from policy.moves import diff
+from policy.reports import check_report
+
+
+@dataclass
+class PolicyInputs:
+    """Everything a policy may read. ``reports[0]`` is the primary (real-val) report: its metric
+    is the objective; every report's weak slices are pooled. ``conditions`` is the latest
+    synthetic shard's ``conditions.parquet`` (several shards concatenated is fine)."""
+
+    scenario: Scenario
+    reports: list[dict[str, Any]]
+    current: GenerationParams | None = None
+    conditions: pd.DataFrame | None = None
+
+    def check(self) -> PolicyInputs:
+        if not self.reports:
+            raise ConfigError("--report: at least one failure report is needed, but got none; pass "
+                              "the real-val report.json written by `synthloop evaluate`")
+        for i, r in enumerate(self.reports):
+            check_report(r, self.scenario, where=f"--report #{i + 1}")
+        if self.current is not None:
+            validate_params(self.current, self.scenario)
+        return self
+
+
+class Policy(ABC):
+    """Proposes the next generation params from the failure signal (or ignores it)."""
+
+    name: str = "policy"
+
+    @abstractmethod
+    def propose(self, inputs: PolicyInputs) -> Decision:
+        """Return the decision whose ``params`` (validated) are the next GenerationParams."""
+
+
+class _Baseline(Policy):
+    note = ""
+
+    def params(self, scenario: Scenario) -> GenerationParams:
+        raise NotImplementedError
+
+    def propose(self, inputs: PolicyInputs) -> Decision:
+        inputs.check()
+        sc = inputs.scenario
+        new = validate_params(self.params(sc), sc)
+        old = inputs.current or new
+        changes = [c.to_dict() for c in diff(sc, old, new)]
+        return Decision(policy=self.name, scenario=sc.name, params=new.to_dict(),
+                        uniform_share=[old.uniform_share, new.uniform_share], changes=changes,
+                        notes=[self.note])
+
+
+class UniformPolicy(_Baseline):
+    name = "uniform"
+    note = "baseline: classic domain randomization, every parameter uniform over its full range"
+
+    def params(self, scenario: Scenario) -> GenerationParams:
+        return uniform_params(scenario)
+
+
+class FixedPolicy(_Baseline):
+    name = "fixed"
+    note = "baseline: no randomization, every parameter at its scenario default"
+
+    def params(self, scenario: Scenario) -> GenerationParams:
+        return fixed_params(scenario)

@@ -1,0 +1,191 @@
+"""The Optuna side of the policy: one persistent study per loop, driven through ask/tell.
+
+Everything a resumed process needs lives in the study's storage (SQLite by default, any
+SQLAlchemy URL), never only in memory. Each trial carries user attributes:
+
+- ``iteration`` and ``source`` — set right after ``ask``; ``source`` is ``heuristic`` (the
+  enqueued data-driven proposal) or ``sampler`` (TPE);
+- ``proposal`` — written in one transaction once the params are built, so it doubles as the
+  commit marker: a RUNNING trial without it was asked by a run that died mid-iteration. It holds
+  ``source_sha`` (the reports that drove it), ``baseline`` (objective on them), ``driving`` (the
+  weak slices acted on), ``plan_keys``, ``params``, ``params_sha`` and the ``decision``;
+- ``fail_reason`` when it was failed, ``measured`` (before/after) when it was told a value.
+
+Heartbeats do not apply to ask/tell, so RUNNING trials a crashed run left behind are failed
+explicitly at the start of the next iteration; WAITING (enqueued, never asked) ones too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from generator.errors import ConfigError
+from policy.moves import Knobs
+
+PROPOSAL = "proposal"  # user attribute holding the stored proposal (the commit marker)
+LOOP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Bounds of the knobs a trial suggests, and the heuristic's values for them."""
+
+    step: tuple[float, float] = (0.2, 1.0)
+    width_scale: tuple[float, float] = (0.5, 2.0)
+    uniform_share: tuple[float, float] = (0.2, 0.6)
+    top_k: int = 3
+    heuristic_step: float = 1.0
+    heuristic_width_scale: float = 1.0
+    heuristic_uniform_share: float = 0.3
+
+    def validate(self) -> SearchSpace:
+        for name in ("step", "width_scale", "uniform_share"):
+            lo, hi = getattr(self, name)
+            h = getattr(self, f"heuristic_{name}")
+            if not (0 < lo <= h <= hi) or (name != "width_scale" and hi > 1):
+                raise ConfigError(f"policy {name}: needs 0 < low <= heuristic <= high (<= 1 except "
+                                  f"width_scale), but got ({lo}, {h}, {hi}); fix the bounds")
+        if self.top_k < 1:
+            raise ConfigError(f"--top-k: must be an integer >= 1, but got {self.top_k}")
+        return self
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {"step": FloatDistribution(*self.step),
+                "width_scale": FloatDistribution(*self.width_scale, log=True),
+                "uniform_share": FloatDistribution(*self.uniform_share),
+                "n_slices": IntDistribution(1, self.top_k)}
+
+    def heuristic(self) -> dict[str, Any]:
+        return {"step": self.heuristic_step, "width_scale": self.heuristic_width_scale,
+                "uniform_share": self.heuristic_uniform_share, "n_slices": self.top_k}
+
+
+def storage_url(study: str | Path) -> str:
+    """A SQLAlchemy URL as is; a plain path becomes ``sqlite:///<absolute path>``."""
+    s = str(study)
+    return s if "://" in s else f"sqlite:///{Path(s).resolve()}"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy raises many types for a bad URL / unwritable file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--study: cannot open Optuna storage {url!r} ({msg}); pass a SQLAlchemy "
+                          "URL such as sqlite:///runs/policy.db or a path to a .db file") from exc
+
+
+def check_loop_id(loop_id: str) -> str:
+    if not isinstance(loop_id, str) or not LOOP_ID.match(loop_id):
+        raise ConfigError(f"--loop-id: must match {LOOP_ID.pattern} (letters, digits, _.:-), but got "
+                          f"{loop_id!r}; pick a simple id such as digits-loop-1")
+    return loop_id
+
+
+def open_study(storage: optuna.storages.RDBStorage, loop_id: str, scenario: str,
+               objective: str) -> optuna.Study:
+    """Create or load the loop's study (name = loop id); refuse one made for another setup."""
+    check_loop_id(loop_id)
+    study = optuna.create_study(storage=storage, study_name=loop_id, direction="maximize",
+                                load_if_exists=True)
+    attrs = study.user_attrs
+    if not attrs:
+        study.set_user_attr("scenario", scenario)
+        study.set_user_attr("objective", objective)
+    elif attrs.get("scenario") != scenario or attrs.get("objective") != objective:
+        raise ConfigError(f"--loop-id: study {loop_id!r} belongs to scenario {attrs.get('scenario')!r} "
+                          f"with objective {attrs.get('objective')!r}, but got {scenario!r} / "
+                          f"{objective!r}; use another --loop-id for a new loop")
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ConfigError(f"--loop-id: study {loop_id!r} does not maximize; use another --loop-id")
+    return study
+
+
+def sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def set_attrs(study: optuna.Study, storage: optuna.storages.RDBStorage, number: int,
+              attrs: dict[str, Any]) -> None:
+    """Set user attributes on a RUNNING trial by number (works from any process)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+
+
+def fail(study: optuna.Study, storage: optuna.storages.RDBStorage, t: FrozenTrial,
+         reason: str) -> dict[str, Any]:
+    """Fail a RUNNING trial with ``reason`` stored as its ``fail_reason`` attribute."""
+    set_attrs(study, storage, t.number, {"fail_reason": reason})
+    study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+    return {"trial": t.number, "iteration": t.user_attrs.get("iteration"), "state": "FAIL",
+            "value": None, "reason": reason}
+
+
+def complete(study: optuna.Study, storage: optuna.storages.RDBStorage, t: FrozenTrial,
+             before: float, after: float) -> dict[str, Any]:
+    """Tell a RUNNING trial its measured gain ``after − before``."""
+    value = after - before
+    set_attrs(study, storage, t.number, {"measured": {"before": before, "after": after}})
+    study.tell(t.number, value, skip_if_finished=True)
+    return {"trial": t.number, "iteration": t.user_attrs.get("iteration"), "state": "COMPLETE",
+            "value": value, "before": before, "after": after, "reason": ""}
+
+
+def drain_waiting(study: optuna.Study, storage: optuna.storages.RDBStorage) -> list[dict[str, Any]]:
+    """Fail WAITING trials (enqueued by a run that died before asking): ask pops, then fail."""
+    told = []
+    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+        number = study.ask().number
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        told.append(fail(study, storage, frozen, "stale: enqueued by a run that stopped before asking it"))
+    return told
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """The sampler's seed for one iteration: distinct per iteration, equal across restarts."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+def ask(study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace,
+        iteration: int, seed: int, n_startup: int, enqueue: bool) -> tuple[int, Knobs, str]:
+    """Ask one trial (the enqueued heuristic when ``enqueue``, else TPE) and mark it asked."""
+    study.sampler = optuna.samplers.TPESampler(seed=iteration_seed(seed, iteration),
+                                               n_startup_trials=n_startup, constant_liar=True)
+    source = "heuristic" if enqueue else "sampler"
+    if enqueue:
+        study.enqueue_trial(space.heuristic(), user_attrs={"source": source})
+    trial = study.ask(space.distributions())
+    set_attrs(study, storage, trial.number, {"iteration": iteration, "source": source})
+    p = trial.params
+    knobs = Knobs(step=float(p["step"]), width_scale=float(p["width_scale"]),
+                  uniform_share=float(p["uniform_share"]), n_slices=int(p["n_slices"]))
+    return trial.number, knobs, source
+
+
+def proposal(t: FrozenTrial) -> dict[str, Any] | None:
+    """The stored proposal of a trial, or None when it never got that far."""
+    p = t.user_attrs.get(PROPOSAL)
+    return p if isinstance(p, dict) else None
+
+
+def history(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial: number, iteration, source, state, value and the failure reason if any."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        out.append({"trial": t.number, "iteration": a.get("iteration"), "source": a.get("source"),
+                    "state": t.state.name, "value": t.value if t.state == TrialState.COMPLETE else None,
+                    "reason": a.get("fail_reason", "")})
+    return out
