@@ -22,9 +22,9 @@ from pathlib import Path
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
-from generator.params import uniform_params  # noqa: E402
-from generator.pipeline import ImageRenderer, RenderJob, render_shard  # noqa: E402
-from generator.scenario import load_scenario  # noqa: E402
+from generator.params import uniform_params
+from generator.pipeline import ImageRenderer, RenderJob, render_shard
+from generator.scenario import load_scenario
 
 
 def raw_loop(job: RenderJob, root: Path) -> float:
