@@ -1,0 +1,239 @@
+"""The loop's configuration and durable state: what :mod:`flows.loop` reads and writes.
+
+- :class:`LoopConfig` — every setting of one loop, primitives only (JSON-able, so a Prefect
+  deployment can take it as a parameter), checked by :meth:`LoopConfig.validate` with one-line
+  :class:`~generator.errors.ConfigError`\\ s.
+- :func:`iteration_seeds` — the render / train / evaluation seeds of iteration *k*, derived
+  from the loop seed with ``numpy.random.SeedSequence(seed, spawn_key=(k,))``: the same in
+  every process and for every policy (so two policies at one seed differ only in their params).
+- :class:`LoopHistory` — ``WORK/history.json``: the config and one :class:`IterationRecord`
+  per *completed* iteration, rewritten atomically after each one. It is the resume marker: an
+  iteration without an entry is redone from the start.
+
+Paths in ``history.json`` are relative to the work directory, so a work directory can move.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator import atomic
+from generator.errors import ConfigError, field_error
+
+HISTORY_FILE = "history.json"
+HISTORY_FORMAT = "synthloop-loop/1"
+SPLITS = ("real-train", "real-val", "real-test")
+# Settings that may change between a run and its resume (how, not what, is computed).
+# What a loop writes in its work directory (anything else there means it is not a loop's).
+OWN = re.compile(r"^(history\.json|policy\.db.*|real|iter_\d+|\.tmp-.*)$")
+RESUMABLE = ("iterations", "workdir", "render_workers", "device", "num_threads", "progress")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """One closed loop: render → train → evaluate on real-val → policy, ``iterations`` times.
+
+    ``real_dir`` holds (or receives) ``real-train/``, ``real-val/``, ``real-test/`` (default
+    ``WORK/real``); ``study`` is the Optuna storage (default ``WORK/policy.db``) and ``loop_id``
+    the study name (default ``<scenario>-<policy>-seed<seed>``). ``latest_weight`` is the
+    sampling weight of the newest shard relative to older ones (1 = plain concatenation).
+    """
+
+    workdir: str
+    scenario: str = "digits"
+    iterations: int = 4
+    images_per_iteration: int = 300
+    policy: str = "optuna"
+    objective: str = "map50"
+    strategy: str = "synthetic-only"  # or "mixed" (adds real-train at real_ratio)
+    real_ratio: float | None = None
+    steps_per_iteration: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
+    latest_weight: float = 1.0
+    seed: int = 0
+    width: int | None = None  # default: the scenario's image size
+    height: int | None = None
+    backend: str = "pyrender"
+    render_workers: int = 1
+    real_dir: str | None = None
+    real_seed: int = 0
+    real_sizes: dict[str, int] | None = None  # digits per split; default generator's sizes
+    study: str | None = None
+    loop_id: str | None = None
+    eval_resamples: int = 200
+    device: str = "auto"
+    num_threads: int | None = None
+    progress: bool = False
+
+    def validate(self) -> LoopConfig:
+        """Check every field; return ``self`` (raises ConfigError naming the field)."""
+        for name, low in (("iterations", 1), ("images_per_iteration", 1), ("steps_per_iteration", 1),
+                          ("batch_size", 1), ("seed", 0), ("render_workers", 1), ("real_seed", 0),
+                          ("eval_resamples", 0)):
+            _int_at_least(name, getattr(self, name), low)
+        for name in ("width", "height", "num_threads"):
+            if getattr(self, name) is not None:
+                _int_at_least(name, getattr(self, name), 1)
+        for name in ("lr", "latest_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                raise field_error(f"loop.{name}", "must be a finite number > 0", v)
+        if not str(self.workdir):
+            raise field_error("loop.workdir", "must be a directory path", self.workdir)
+        self._check_choices()
+        return self
+
+    def _check_choices(self) -> None:
+        from generator.pipeline import BACKENDS
+        from policy.registry import check_name
+
+        check_name(self.policy)
+        if self.backend not in BACKENDS:
+            raise field_error("loop.backend", f"must be one of {list(BACKENDS)}", self.backend)
+        if self.strategy not in ("synthetic-only", "mixed"):
+            raise field_error("loop.strategy", "must be 'synthetic-only' or 'mixed' (with real-train)",
+                              self.strategy, "the loop varies synthetic data; real-only ignores it")
+        if self.real_ratio is not None and self.strategy != "mixed":
+            raise field_error("loop.real_ratio", "applies to strategy 'mixed' only", self.real_ratio,
+                              "drop it or set strategy='mixed'")
+        if self.objective not in ("map50", "recall", "slice_recall"):
+            raise field_error("loop.objective", "must be one of map50, recall, slice_recall", self.objective)
+
+    @property
+    def work(self) -> Path:
+        return Path(self.workdir)
+
+    @property
+    def real_root(self) -> Path:
+        return Path(self.real_dir) if self.real_dir else self.work / "real"
+
+    @property
+    def study_url(self) -> str:
+        return self.study or str(self.work / "policy.db")
+
+    @property
+    def study_name(self) -> str:
+        return self.loop_id or f"{self.scenario}-{self.policy}-seed{self.seed}"
+
+    def iter_dir(self, k: int) -> Path:
+        return self.work / f"iter_{k}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise field_error("loop config", f"has unknown keys; known: {', '.join(sorted(known))}", unknown)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"loop config: {exc}; pass at least `workdir`") from exc
+
+
+def _int_at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise field_error(f"loop.{name}", f"must be an integer >= {low}", value)
+
+
+def iteration_seeds(seed: int, k: int) -> dict[str, int]:
+    """Render, train and evaluation seeds of iteration ``k`` (child ``k`` of ``SeedSequence(seed)``)."""
+    render, train, evaluate = (int(x) for x in np.random.SeedSequence(seed, spawn_key=(k,)).generate_state(3))
+    return {"render": render, "train": train, "evaluate": evaluate}
+
+
+@dataclass
+class IterationRecord:
+    """One completed iteration as ``history.json`` stores it (paths relative to the work dir)."""
+
+    iteration: int
+    seeds: dict[str, int]
+    params: str  # iter_k/params.yaml: what this iteration rendered
+    images_rendered: int  # cumulative, this iteration included
+    render: dict[str, Any]  # path, fingerprint, images, annotations, seconds, reused
+    train: dict[str, Any]  # path, steps, final_loss, seconds, images_per_s, init, data
+    evaluate: dict[str, Any]  # path, split, map50, recall, weakest, seconds
+    decision: dict[str, Any]  # path, policy, trial, trial_source, slices, changed, seconds
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IterationRecord:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class LoopHistory:
+    """``WORK/history.json``: the loop's config and its completed iterations, in order."""
+
+    workdir: Path
+    config: dict[str, Any]
+    entries: list[IterationRecord] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.workdir / HISTORY_FILE
+
+    @property
+    def images_rendered(self) -> int:
+        return self.entries[-1].images_rendered if self.entries else 0
+
+    def resolve(self, rel: str) -> Path:
+        return self.workdir / rel
+
+    def append(self, record: IterationRecord) -> None:
+        if record.iteration != len(self.entries):
+            raise ConfigError(f"history: iteration {record.iteration} cannot follow "
+                              f"{len(self.entries)} completed iterations")
+        self.entries.append(record)
+        self.save()
+
+    def save(self) -> None:
+        atomic.write_json(self.path, {"format": HISTORY_FORMAT, "config": self.config,
+                                      "iterations": [e.to_dict() for e in self.entries]})
+
+    @classmethod
+    def open(cls, cfg: LoopConfig) -> LoopHistory:
+        """Load ``WORK/history.json`` for a resume (checking it is this loop's), or start one."""
+        work = cfg.work
+        path = work / HISTORY_FILE
+        if not path.is_file():
+            if work.exists() and not work.is_dir():
+                raise field_error("loop.workdir", "must be a directory", str(work))
+            foreign = sorted(p.name for p in work.iterdir() if not OWN.match(p.name)) if work.is_dir() else []
+            if foreign:
+                raise field_error("loop.workdir", "must be absent, empty or a loop's work directory",
+                                  f"{work} holding {foreign[:3]}", "choose a new directory for the loop")
+            work.mkdir(parents=True, exist_ok=True)
+            return cls(work, cfg.to_dict())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = [IterationRecord.from_dict(e) for e in data["iterations"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"loop.workdir: {str(path)!r} is not a readable loop history ({exc}); "
+                              "choose another workdir or remove it") from exc
+        _check_same_loop(data.get("config") or {}, cfg)
+        new = cfg.to_dict()
+        return cls(work, {**data["config"], **{k: new[k] for k in RESUMABLE}}, entries)
+
+
+def _check_same_loop(old: dict[str, Any], cfg: LoopConfig) -> None:
+    """A resume must compute the same thing: only settings in RESUMABLE may differ."""
+    new = cfg.to_dict()
+    for key in sorted(set(old) | set(new)):
+        if key not in RESUMABLE and old.get(key) != new.get(key):
+            raise ConfigError(f"loop.{key}: the work directory {cfg.workdir!r} holds a loop with "
+                              f"{key}={old.get(key)!r}, but got {new.get(key)!r}; resume with the same "
+                              "settings or choose another workdir")

@@ -1,0 +1,336 @@
+"""The closed loop as library calls (flows/loop.py) and the loop-vs-uniform benchmark's maths.
+
+Loops here use the fake renderer, a few 64² images, a couple of training steps and a tiny real
+set built once per module, so they check the plumbing (files, history, resume, seeds, the
+real-test rule), not detection quality.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+import flows.loop as loop
+from flows.loop import IterationRecord, LoopConfig, LoopHistory, iteration_seeds, policy_step, run_loop
+from generator.errors import ConfigError, DataError
+from generator.params import Distribution, GenerationParams
+from generator.real.build import build_real_set
+from policy.decision import Decision
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"real-train": 20, "real-val": 30, "real-test": 20}
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("loop-real") / "real"
+    build_real_set(out, seed=0, sizes=SMALL)
+    return out
+
+
+def tiny(work: Path, real: Path | None = None, **kw: Any) -> LoopConfig:
+    base: dict[str, Any] = {
+        "workdir": str(work), "real_dir": None if real is None else str(real), "iterations": 2,
+        "images_per_iteration": 4, "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64,
+        "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "optuna"}
+    return LoopConfig(**{**base, **kw})
+
+
+def history_json(work: Path) -> dict[str, Any]:
+    return json.loads((work / "history.json").read_text())
+
+
+# ------------------------------------------------------------------ config, seeds, history
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"iterations": 0}, "loop.iterations"), ({"images_per_iteration": -1}, "loop.images_per_iteration"),
+    ({"policy": "greedy"}, "--policy"), ({"strategy": "real-only"}, "loop.strategy"),
+    ({"backend": "blender"}, "loop.backend"), ({"real_ratio": 0.3}, "loop.real_ratio"),
+    ({"lr": float("nan")}, "loop.lr"), ({"seed": True}, "loop.seed"), ({"objective": "loss"}, "loop.objective"),
+])
+def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path: Path, change: dict[str, Any], field: str) -> None:
+    work = tmp_path / "work"
+    with pytest.raises(ConfigError) as exc:
+        run_loop(tiny(work, **change))
+    assert str(exc.value).startswith(field) and "\n" not in str(exc.value)
+    assert not work.exists()
+
+
+def test_iteration_seeds_are_children_of_the_loop_seed() -> None:
+    s = iteration_seeds(7, 2)
+    assert s == iteration_seeds(7, 2)
+    child = np.random.SeedSequence(7).spawn(3)[2]
+    assert list(s.values()) == [int(x) for x in child.generate_state(3)]
+    assert len({*s.values(), *iteration_seeds(7, 1).values(), *iteration_seeds(8, 2).values()}) == 9
+    assert all(isinstance(v, int) and v >= 0 for v in s.values())
+
+
+def test_resume_refuses_a_different_loop_but_allows_more_iterations(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "w")
+    LoopHistory.open(cfg).save()
+    assert LoopHistory.open(tiny(tmp_path / "w", iterations=5, render_workers=2)).entries == []
+    with pytest.raises(ConfigError, match=r"^loop\.images_per_iteration: .* holds a loop with "
+                                          r"images_per_iteration=4, but got 8"):
+        LoopHistory.open(tiny(tmp_path / "w", images_per_iteration=8))
+
+
+def test_workdir_with_foreign_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"^loop\.workdir: must be absent, empty or a loop's work directory"):
+        run_loop(tiny(tmp_path / "w"))
+    assert [p.name for p in (tmp_path / "w").iterdir()] == ["notes.txt"]
+
+
+def test_history_append_refuses_a_gap(tmp_path: Path) -> None:
+    h = LoopHistory.open(tiny(tmp_path / "w"))
+    rec = IterationRecord(1, {}, "p", 4, {}, {}, {}, {})
+    with pytest.raises(ConfigError, match="iteration 1 cannot follow 0"):
+        h.append(rec)
+
+
+@pytest.mark.parametrize("report", [
+    {"kind": "synthloop-failure-report", "data": {"split": "real-test"}, "final_report": True, "overall": {}},
+    {"kind": "synthloop-failure-report", "data": {"split": "real-val"}, "final_report": True, "overall": {}},
+])
+def test_policy_step_refuses_real_test_reports(tmp_path: Path, report: dict[str, Any]) -> None:
+    cfg = tiny(tmp_path / "w")
+    params = GenerationParams(scenario="digits")
+    with pytest.raises(DataError, match="never the held-out real-test"):
+        policy_step(cfg, 0, [report], params, tmp_path / "no-shard")
+    assert not (cfg.iter_dir(0) / "decision.json").exists()
+
+
+# ------------------------------------------------------------------ loops (fake renderer)
+
+
+class Boom(Exception):
+    pass
+
+
+@dataclass
+class Interrupted:
+    """A 2-iteration loop stopped twice, then completed: what the resume tests inspect."""
+
+    cfg: LoopConfig
+    first: list[dict[str, Any]]  # history entries after the first interruption
+    stamp: tuple[int, int]  # inode and mtime of iteration 0's shard manifest back then
+    rendered: list[int]  # iterations render_step was called for, over all runs
+    history: LoopHistory  # what the completing run returned
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    return path.stat().st_ino, path.stat().st_mtime_ns
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory, real: Path) -> Interrupted:
+    import trainer.api
+
+    cfg = tiny(tmp_path_factory.mktemp("loop") / "w", real)
+    rendered: list[int] = []
+    real_render, real_train = loop.render_step, trainer.api.train
+
+    def spy_render(c: LoopConfig, k: int, params: GenerationParams) -> loop.RenderStep:
+        rendered.append(k)
+        return real_render(c, k, params)
+
+    def stop(rec: IterationRecord) -> None:
+        raise Boom(f"stop after iteration {rec.iteration}")
+
+    def crash_in_iter_1(data: Any, out: Path, **kw: Any) -> Any:
+        if "iter_1" in str(out):
+            raise Boom("killed while training iteration 1")
+        return real_train(data, out, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "render_step", spy_render)
+        with pytest.raises(Boom):  # 1) stopped after iteration 0 completed
+            run_loop(cfg, on_iteration=stop)
+        first = history_json(cfg.work)["iterations"]
+        stamp = _stamp(cfg.iter_dir(0) / "shard" / "manifest.json")
+        mp.setattr(trainer.api, "train", crash_in_iter_1)
+        with pytest.raises(Boom):  # 2) killed inside iteration 1, after its shard was rendered
+            run_loop(cfg)
+        mp.setattr(trainer.api, "train", real_train)
+        history = run_loop(cfg)  # 3) completes iteration 1
+    return Interrupted(cfg, first, stamp, rendered, history)
+
+
+@pytest.mark.slow
+def test_resume_continues_after_the_last_completed_iteration(interrupted: Interrupted) -> None:
+    cfg, first = interrupted.cfg, interrupted.first
+    assert [e["iteration"] for e in first] == [0]
+    data = history_json(cfg.work)["iterations"]
+    assert [e["iteration"] for e in data] == [0, 1] == [e.iteration for e in interrupted.history.entries]
+    assert data[0] == first[0]  # iteration 0 was not redone ...
+    assert interrupted.rendered == [0, 1, 1]  # ... only the half-done iteration 1 was
+    assert _stamp(cfg.iter_dir(0) / "shard" / "manifest.json") == interrupted.stamp
+    e1 = data[1]
+    assert e1["render"]["reused"] and not data[0]["render"]["reused"]  # finished shard kept
+    assert not e1["train"]["reused"]  # training had crashed: redone
+    assert e1["render"]["fingerprint"] != data[0]["render"]["fingerprint"]
+    assert run_loop(cfg).entries == interrupted.history.entries  # complete: nothing to do
+    assert interrupted.rendered == [0, 1, 1]
+
+
+@pytest.mark.slow
+def test_loop_writes_the_expected_files_and_history(interrupted: Interrupted) -> None:
+    cfg = interrupted.cfg
+    e0, e1 = history_json(cfg.work)["iterations"]
+    assert [e0["images_rendered"], e1["images_rendered"]] == [4, 8]
+    assert e0["train"]["init"] is None and e1["train"]["init"] == "iter_0/model"
+    assert e1["train"]["data"] == ["iter_0/shard:1.0", "iter_1/shard:1.0"]
+    m0, m1 = (json.loads((cfg.iter_dir(k) / "model" / "model.json").read_text()) for k in (0, 1))
+    assert m1["init"]["weights_sha256"] == m0["weights_sha256"]  # continued from iteration 0's model
+    assert [d["fingerprint"] for d in m1["data"]] == [e0["render"]["fingerprint"], e1["render"]["fingerprint"]]
+    assert e0["evaluate"]["split"] == "real-val" and e0["decision"]["policy"] == "optuna"
+    for k in (0, 1):
+        d = cfg.iter_dir(k)
+        for rel in ("params.yaml", "shard/manifest.json", "model/model.json", "report/report.json", "decision.json"):
+            assert (d / rel).is_file(), rel
+        assert not (d / "report-test").exists()  # the loop itself never touches real-test
+    assert (cfg.work / "policy.db").is_file()
+    params1 = yaml.safe_load((cfg.iter_dir(1) / "params.yaml").read_text())
+    assert params1 == json.loads((cfg.iter_dir(0) / "decision.json").read_text())["params"]
+    assert json.loads((cfg.iter_dir(0) / "report" / "report.json").read_text())["data"]["split"] == "real-val"
+
+
+@pytest.mark.slow
+def test_crash_before_the_history_entry_reuses_shard_and_model(interrupted: Interrupted, tmp_path: Path) -> None:
+    """Killed after iteration 1's decision, before its history entry: the redo reuses the
+    finished shard and model and reaches the same decision."""
+    shutil.copytree(interrupted.cfg.work, tmp_path / "w")
+    cfg = replace(interrupted.cfg, workdir=str(tmp_path / "w"))
+    data = history_json(cfg.work)
+    e1 = data["iterations"][1]
+    decision1 = (cfg.iter_dir(1) / "decision.json").read_text()
+    (cfg.work / "history.json").write_text(json.dumps({**data, "iterations": data["iterations"][:1]}))
+    again = history_json(run_loop(cfg).workdir)["iterations"][1]
+    assert again["render"]["reused"] and again["train"]["reused"]
+    assert (again["render"]["fingerprint"], again["evaluate"]["map50"]) == (e1["render"]["fingerprint"],
+                                                                           e1["evaluate"]["map50"])
+    assert (cfg.iter_dir(1) / "decision.json").read_text() == decision1
+
+
+@pytest.mark.slow
+def test_finished_model_matches_only_the_same_training_inputs(interrupted: Interrupted) -> None:
+    cfg = interrupted.cfg
+    shards = [cfg.iter_dir(0) / "shard", cfg.iter_dir(1) / "shard"]
+    model, init = cfg.iter_dir(1) / "model", cfg.iter_dir(0) / "model"
+    data, options = loop.train_data(cfg, shards), loop._train_options(cfg, 1)
+    assert loop.finished_model(model, data, options, init)
+    assert not loop.finished_model(model, data, {**options, "steps": 3}, init)
+    assert not loop.finished_model(model, data, {**options, "seed": options["seed"] + 1}, init)
+    assert not loop.finished_model(model, [data[0], (data[1][0], 2.0)], options, init)
+    assert not loop.finished_model(model, data[1:], options, init)
+    assert not loop.finished_model(model, data, options, None)
+    assert loop.finished_model(model, data, {**options, "num_threads": 2, "device": "auto"}, init)
+
+
+class RecordingPolicy:
+    """Deterministic stand-in: moves light.intensity to a centre computed from its inputs, so
+    the params sequence depends on the rendered shard and the report; records every input."""
+
+    name = "recording"
+
+    def __init__(self, seen: list[dict[str, Any]]) -> None:
+        self.seen = seen
+
+    def propose(self, inputs: Any) -> Decision:
+        self.seen.append({"splits": [r["data"]["split"] for r in inputs.reports],
+                          "final": [r["final_report"] for r in inputs.reports],
+                          "report": inputs.reports[0], "rows": len(inputs.conditions)})
+        centre = 0.3 + 7.7 * float(np.clip(inputs.conditions["stat.brightness"].mean() / 255.0, 0, 1))
+        params = GenerationParams(scenario="digits", uniform_share=0.25, distributions={
+            "light.intensity": Distribution(kind="truncnormal", center=round(centre, 6), width=1.0)})
+        return Decision(policy=self.name, scenario="digits", params=params.to_dict(), uniform_share=[0.0, 0.25])
+
+
+def _params_sequence(work: Path) -> list[Any]:
+    out = []
+    for k in range(2):
+        out.append(yaml.safe_load((work / f"iter_{k}" / "params.yaml").read_text()))
+        out.append(json.loads((work / f"iter_{k}" / "decision.json").read_text())["params"])
+    return out
+
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_the_same_params_and_policy_sees_real_val_only(
+        tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(loop, "make_loop_policy", lambda cfg: RecordingPolicy(seen))
+    runs = [run_loop(tiny(tmp_path / name, real, seed=3)) for name in ("a", "b")]
+    a, b = (_params_sequence(tmp_path / name) for name in ("a", "b"))
+    assert a == b
+    assert a[0] == {"scenario": "digits", "uniform_share": 0.0, "distributions": {}}  # uniform start
+    assert a[1] != a[0] and a[2] == a[1]  # iteration 1 renders what iteration 0 decided
+    fps = [[e.render["fingerprint"] for e in h.entries] for h in runs]
+    assert fps[0] == fps[1] and len(set(fps[0])) == 2
+    assert len(seen) == 4
+    assert all(s["splits"] == ["real-val"] and s["final"] == [False] and s["rows"] > 0 for s in seen)
+    report0 = json.loads((tmp_path / "a" / "iter_0" / "report" / "report.json").read_text())
+    assert seen[0]["report"] == report0
+
+
+# ------------------------------------------------------------------ benchmark
+
+
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location("loop_vs_uniform", REPO / "benchmarks" / "loop_vs_uniform.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["loop_vs_uniform"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_images_to_reach_interpolates_from_the_origin() -> None:
+    b = _bench()
+    assert b.images_to_reach([300, 600, 900], [0.2, 0.4, 0.5], 0.3) == pytest.approx(450)
+    assert b.images_to_reach([300, 600], [0.2, 0.4], 0.1) == pytest.approx(150)
+    assert b.images_to_reach([300, 600], [0.2, 0.4], 0.45) is None
+    assert b.images_to_reach([300, 600], [0.0, 0.0], 0.0) is None
+
+
+def test_worst_slice_ignores_slices_below_min_support() -> None:
+    b = _bench()
+    report = {"settings": {"min_support": 20}, "slices": [
+        {"condition": "blur", "bin": 0, "recall": 0.1, "support_objects": 19},
+        {"condition": "blur", "bin": 1, "recall": 0.4, "support_objects": 20},
+        {"condition": "slant", "bin": 0, "recall": None, "support_objects": 50},
+        {"condition": "slant", "bin": 1, "recall": 0.6, "support_objects": 80}]}
+    assert b.worst_slice(report)["recall"] == 0.4 and b.worst_slice(report)["bin"] == 1
+    assert b.worst_slice({"slices": []}) is None
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_writes_json_plot_and_table(tmp_path: Path, real: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    b = _bench()
+    work = tmp_path / "bench"
+    shutil.copytree(real, work / "real")
+    assert b.main(["--preset", "smoke", "--work", str(work), "--plot", str(tmp_path / "p.png"),
+                   "--iterations", "1"]) == 0
+    result = json.loads((work / "loop_vs_uniform.json").read_text())
+    assert {(r["policy"], r["iteration"]) for r in result["rows"]} == {("uniform", 0), ("optuna", 0)}
+    assert all(r["images"] == 6 and r["worst_slice"] is not None for r in result["rows"])
+    reused = {r["policy"]: r["reused"] for r in result["rows"]}  # iteration 0 computed once per seed
+    assert reused == {"uniform": {"shard": False, "model": False}, "optuna": {"shard": True, "model": True}}
+    assert len({r["map50"] for r in result["rows"]}) == 1  # same iteration 0, same real-test score
+    for r in result["rows"]:  # real-test scored with final_report, beside the loop's real-val report
+        rep = json.loads(Path(r["report_test"]).read_text())
+        assert rep["final_report"] and rep["data"]["split"] == "real-test"
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "| uniform | 0 | 6 |" in out and "Worst-slice recall at equal budget" in out
