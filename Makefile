@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYOPENGL_PLATFORM ?= egl
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv sysdeps demo test test-fast lint bench clean
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `synthloop train` does (before torch)
 
 import numpy as np
 import torch
@@ -79,7 +82,8 @@ def main() -> None:
         threads = torch.get_num_threads()
     print(json.dumps({
         "benchmark": "train_throughput", "model": "centernet", "device": str(dev),
-        "threads": threads, "batch_size": args.batch_size, "input_size": args.input_size,
+        "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "batch_size": args.batch_size, "input_size": args.input_size,
         "width": args.width, "augment": not args.no_augment, "steps": args.steps,
         "images_per_s": round(args.steps * args.batch_size / seconds, 2),
         "step_ms": round(1000 * seconds / args.steps, 1), "torch": torch.__version__,

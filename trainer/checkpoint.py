@@ -1,0 +1,94 @@
+"""Model checkpoints: a directory written atomically, readable without the training code.
+
+::
+
+    model/
+      model.pt     torch.save({"format", "model": state dict, "optimizer": state dict,
+                               "rng": {"numpy": bit-generator state, "torch": generator state}})
+      model.json   format, model name + module, config dataclass, classes, scenario, training
+                   data (path, kind, fingerprint, weight, counts), strategy, train config,
+                   steps, images seen, final loss, seed, torch/synthloop versions, init parent,
+                   weights_sha256 and a fingerprint of all training inputs
+
+``model.json`` holds no timings, so the same seed, data and code give the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from generator import atomic
+from generator.errors import ConfigError
+from generator.shard import sha256_file
+from trainer.detector import Detector
+from trainer.registry import get_model, make_config
+
+FORMAT = "synthloop-model/1"
+
+
+def save_checkpoint(out: Path, detector: Detector, optimizer: torch.optim.Optimizer,
+                    rng: dict[str, Any], info: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """Write ``out/`` atomically (nothing appears unless both files are complete); return the
+    ``model.json`` content."""
+    state = {k: v.detach().cpu() for k, v in detector.module.state_dict().items()}
+    payload = {"format": FORMAT, "model": state, "optimizer": _cpu(optimizer.state_dict()),
+               "rng": rng}
+    with atomic.atomic_dir(out, overwrite) as tmp:
+        torch.save(payload, tmp / "model.pt")
+        meta = {"format": FORMAT, **info, "weights_sha256": sha256_file(tmp / "model.pt")}
+        atomic.write_json(tmp / "model.json", meta)
+    return meta
+
+
+def _cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    return obj
+
+
+def read_model_json(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's metadata; ConfigError when ``path`` is not a synthloop model."""
+    path = Path(path)
+    meta_path = path / "model.json"
+    if not path.is_dir():
+        raise ConfigError(f"model: directory {str(path)!r} does not exist; pass a directory "
+                          "written by `synthloop train --out`")
+    if not meta_path.is_file() or not (path / "model.pt").is_file():
+        raise ConfigError(f"model: {str(path)!r} lacks model.json or model.pt, so it is not a "
+                          "finished checkpoint; train it again")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"model: cannot read {meta_path} ({exc}); train it again") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ConfigError(f"model: {meta_path} format must be {FORMAT!r}, but got {found!r}")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> tuple[Detector, dict[str, Any], dict[str, Any]]:
+    """Rebuild the detector on the CPU: ``(detector, payload, model.json)``."""
+    path = Path(path)
+    meta = read_model_json(path)
+    try:
+        spec = get_model(str(meta["model"]), meta.get("model_module"))
+        config = make_config(spec, dict(meta["config"]))
+        detector = spec.detector_class(config, list(meta["classes"]), str(meta.get("scenario", "")))
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"model: {path / 'model.json'} is malformed ({exc!r}); train it again") from exc
+    try:
+        payload = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        detector.module.load_state_dict(payload["model"])
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise ConfigError(f"model: cannot load weights from {path / 'model.pt'} "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                          "train it again") from exc
+    return detector, payload, meta
