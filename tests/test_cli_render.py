@@ -41,7 +41,7 @@ def test_bad_options(tmp_path, capsys, args, needle) -> None:
         ("scenario: digits\ndistributions: {no.such: {kind: uniform}}\n", "unknown parameter of scenario 'digits'"),
         (
             "scenario: digits\ndistributions: {sensor.noise: {kind: fixed, value: 400}}\n",
-            "must be a number inside [0.0, 25.0]",
+            "must be a number inside [0.0, 15.0]",
         ),
         ("scenario: digits\ndistributions: {sensor.noise: {kind: uniform\n", "not valid YAML/JSON"),
         ("scenario: digits\nuniform_share: 2\n", "uniform_share"),

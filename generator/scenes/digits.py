@@ -109,14 +109,23 @@ def _occluders(
     return out
 
 
+def digit_lightness(background: float, contrast: float, polarity: str) -> float:
+    """Background ± contrast on the preferred side; the other side when it would clip harder."""
+    sign = 1.0 if polarity == "light" else -1.0
+    preferred, other = background + sign * contrast, background - sign * contrast
+    gain_preferred = abs(np.clip(preferred, 0, 1) - background)
+    if not 0.0 <= preferred <= 1.0 and abs(np.clip(other, 0, 1) - background) > gain_preferred:
+        preferred = other
+    return float(np.clip(preferred, 0.0, 1.0))
+
+
 def build(sample: SceneSample, rng: np.random.Generator, width: int, height: int, classes: list[str]) -> SceneSpec:
     im = sample.image
     camera = common.orbit_camera(im["camera.distance"], im["camera.elevation"], im["camera.fov"], width, height)
     half = common.visible_half_height(camera, im["camera.distance"])
     sizes = [float(o["digit.size"]) for o in sample.objects]
     centres = _place(len(sample.objects), half, im["layout.spread"], im["layout.separation"], sizes, rng)
-    sign = 1.0 if im["material.polarity"] == "light" else -1.0
-    lightness = float(np.clip(im["background.lightness"] + sign * im["material.contrast"], 0.0, 1.0))
+    lightness = digit_lightness(im["background.lightness"], im["material.contrast"], str(im["material.polarity"]))
     color = common.hls_color(im["material.hue"], lightness, im["material.saturation"])
     class_index = {c: i + 1 for i, c in enumerate(classes)}
     objects = [
