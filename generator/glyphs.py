@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from functools import cache, lru_cache
+from typing import Any
 
 import numpy as np
 import shapely
@@ -68,7 +69,7 @@ def _outline_glyph(font: str, char: str) -> Polygon | MultiPolygon:
 
 
 @cache
-def _hershey_font(font: str):  # type: ignore[no-untyped-def]
+def _hershey_font(font: str) -> Any:
     from HersheyFonts import HersheyFonts
 
     hf = HersheyFonts()
@@ -110,6 +111,8 @@ def _unit_glyph_mesh(font: str, char: str, stroke: float) -> trimesh.Trimesh:
     parts = list(shape.geoms) if isinstance(shape, MultiPolygon) else [shape]
     meshes = [trimesh.creation.extrude_polygon(p, height=1.0) for p in parts if p.area > 1e-6]
     mesh = trimesh.util.concatenate(meshes)
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise ValueError(f"glyph {char!r} of font {font!r} produced no mesh")
     mesh.apply_translation([0.0, 0.0, -1.0])
     return mesh
 

@@ -103,8 +103,8 @@ class ScenarioSpec(BaseModel):
                 if c not in self.conditions:
                     raise ValueError(f"parameter {pname!r} names condition {c!r}, which `conditions` does not declare")
         if self.count_param is not None:
-            p = self.parameters.get(self.count_param)
-            if p is None or p.type != "int" or p.scope != "image":
+            cp = self.parameters.get(self.count_param)
+            if cp is None or cp.type != "int" or cp.scope != "image":
                 raise ValueError(f"count_param {self.count_param!r} must name an image-scope int parameter")
         return self
 

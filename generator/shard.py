@@ -158,7 +158,8 @@ def _condition_rows(coco: dict[str, Any]) -> pd.DataFrame:
         base["n_objects"] = len(by_image.get(img["id"], []))
         base.update({f"stat.{k}": v for k, v in img.get("stats", {}).items()})
         base.update({f"param.{k}": _scalar(v) for k, v in img.get("conditions", {}).items()})
-        for a in by_image.get(img["id"], []) or [None]:
+        objs: list[dict[str, Any] | None] = list(by_image.get(img["id"], [])) or [None]
+        for a in objs:
             row = dict(base)
             if a is not None:
                 x, y, w, h = a["bbox"]
@@ -226,7 +227,8 @@ class ShardWriter:
         cats = [
             {"id": i + 1, "name": c, "supercategory": self.info["name"]} for i, c in enumerate(self.info["classes"])
         ]
-        images, anns = [], []
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
         for image_id, idx in enumerate(sorted(self.entries), start=1):
             e = self.entries[idx]
             images.append({"id": image_id, **e.image})

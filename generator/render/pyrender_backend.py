@@ -13,13 +13,15 @@ import os
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
+from typing import Any
+
 import numpy as np
 
 from generator.errors import RenderError
 from generator.render import RenderOutput, SceneObject, SceneSpec, possibly_occluded
 
 
-def _import_pyrender():  # type: ignore[no-untyped-def]
+def _import_pyrender() -> Any:
     try:
         import pyrender
     except Exception as exc:  # ImportError, or OpenGL failing to load libEGL
@@ -31,7 +33,7 @@ def _import_pyrender():  # type: ignore[no-untyped-def]
     return pyrender
 
 
-def _mesh(pyrender, obj: SceneObject):  # type: ignore[no-untyped-def]
+def _mesh(pyrender: Any, obj: SceneObject) -> Any:
     import trimesh
 
     mat_kwargs = {"metallicFactor": float(obj.metallic), "roughnessFactor": float(obj.roughness)}
@@ -64,7 +66,7 @@ class PyrenderRenderer:
                 "PYOPENGL_PLATFORM=egl is set before anything imports OpenGL"
             ) from exc
 
-    def _scene(self, spec: SceneSpec):  # type: ignore[no-untyped-def]
+    def _scene(self, spec: SceneSpec) -> tuple[Any, list[Any]]:
         pr = self.pyrender
         scene = pr.Scene(bg_color=(*spec.bg_color, 1.0), ambient_light=spec.ambient)
         nodes = [scene.add(_mesh(pr, o), pose=o.pose) for o in spec.objects]
