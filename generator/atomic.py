@@ -68,6 +68,22 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def prepare_output_file(path: str | Path | None, option: str) -> Path | None:
+    """Fail fast, before any work, when an output file cannot be written (None passes)."""
+    if path is None:
+        return None
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise ConfigError(f"{option}: must be a file path, but {str(path)!r} is a directory")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{option}: directory {str(parent)!r} must exist and be writable, but is not; "
+            "create it or choose another path"
+        )
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``out`` only if the block succeeds."""

@@ -32,14 +32,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.commands.validate import check_output_file
     from generator import atomic, coverage
     from generator.errors import ConfigError
 
     if not args.max_class_ratio >= 1:
         raise ConfigError(f"--max-class-ratio: must be >= 1, but got {args.max_class_ratio}")
-    check_output_file(args.out, "--out")
-    check_output_file(args.markdown, "--markdown")
+    atomic.prepare_output_file(args.out, "--out")
+    atomic.prepare_output_file(args.markdown, "--markdown")
     report = coverage.coverage_report(args.dir, max_class_ratio=args.max_class_ratio)
     for flag in report["flags"]:
         print(f"  flag: {flag}")

@@ -28,10 +28,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.commands.validate import check_output_file
+    from generator.atomic import prepare_output_file
     from generator.preview import write_preview
 
-    check_output_file(args.out, "--out")
+    prepare_output_file(args.out, "--out")
     grid = write_preview(args.dir, args.out, n=args.n, seed=args.seed, tile=args.tile)
     print(f"preview {args.dir}: wrote {args.out} ({grid.width}x{grid.height} px)")
     return 0

@@ -3,27 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any
 
 SHOWN = 20  # issues printed on stdout; the JSON report holds all of them
-
-
-def check_output_file(path: str | None, option: str) -> Path | None:
-    """Fail fast (before any work) when an output file cannot be written; shared by commands."""
-    if path is None:
-        return None
-    from generator.errors import ConfigError
-
-    out = Path(path)
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise ConfigError(f"{option}: must be a file path, but {path!r} is a directory")
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option}: directory {str(parent)!r} must exist and be writable, "
-                          f"but is not; create it or choose another path")
-    return out
 
 
 def add_parser(sub: Any) -> None:
@@ -50,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from generator import atomic
     from generator.qc import validate_shard
 
-    check_output_file(args.report, "--report")
+    atomic.prepare_output_file(args.report, "--report")
     report = validate_shard(args.dir, box_tolerance=args.box_tolerance, progress=True)
     for issue in report.issues[:SHOWN]:
         print(f"  {issue.record}: [{issue.check}] {issue.message}")
