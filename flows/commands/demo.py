@@ -17,13 +17,22 @@ from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="render → validate → preview → real set → train → failure report",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p = sub.add_parser(
+        "demo",
+        help="render → validate → preview → real set → train → failure report",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
     p.add_argument("--out", default="runs/demo", help="working directory (default: runs/demo)")
     p.add_argument("-n", type=int, default=1000, help="synthetic images to render (default: 1000)")
     p.add_argument("--epochs", type=float, default=10.0, help="training epochs over the shard (default: 10)")
     p.add_argument("--workers", type=int, default=2, help="render processes (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed for rendering, the real set and training (default: 0)")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.1,
+        help="operating threshold for recall and slices; the demo's short training gives low scores (default: 0.1)",
+    )
     p.set_defaults(func=run)
 
 
@@ -47,8 +56,11 @@ def _synthetic(out: Path, args: argparse.Namespace) -> Path:
     s = load_scenario("digits")
     job = RenderJob(s, uniform_params(s), n=args.n, seed=args.seed, width=128, height=128)
     r = render_shard(job, out / "synthetic", workers=args.workers, reuse=True)
-    _done(t0, f"{r.images} images, {r.annotations} objects, fingerprint {r.fingerprint}"
-              + (" (reused)" if r.reused else f", {r.images_per_s:.1f} img/s"))
+    _done(
+        t0,
+        f"{r.images} images, {r.annotations} objects, fingerprint {r.fingerprint}"
+        + (" (reused)" if r.reused else f", {r.images_per_s:.1f} img/s"),
+    )
     t0 = _step("validate the shard")
     qc = validate_shard(r.path)
     _done(t0, qc.summary())
@@ -79,6 +91,7 @@ def _real(out: Path, seed: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from evaluator.evaluate import EvalOptions
     from evaluator.run import evaluate_model, headline
     from generator.atomic import prepare_output_dir
     from trainer.api import train
@@ -89,13 +102,27 @@ def run(args: argparse.Namespace) -> int:
     shard = _synthetic(out, args)
     real = _real(out, args.seed)
     t0 = _step(f"train the default detector on the synthetic shard ({args.epochs:g} epochs, CPU)")
-    res = train([str(shard)], out / "model", strategy="synthetic-only", epochs=args.epochs, seed=args.seed,
-                overwrite=True, progress=True)
+    res = train(
+        [str(shard)],
+        out / "model",
+        strategy="synthetic-only",
+        epochs=args.epochs,
+        seed=args.seed,
+        overwrite=True,
+        progress=True,
+    )
     _done(t0, f"{res.steps} steps, {res.images_per_s:.0f} img/s, final loss {res.final_loss:.3f}")
     reports: dict[str, Any] = {}
     for name, data in (("synthetic-val", out / "synthetic-val"), ("real-val", real / "real-val")):
         t0 = _step(f"evaluate on {name}")
-        path, ev = evaluate_model(out / "model", data, out / f"report-{name}", overwrite=True, progress=False)
+        path, ev = evaluate_model(
+            out / "model",
+            data,
+            out / f"report-{name}",
+            EvalOptions(score_threshold=args.score_threshold),
+            overwrite=True,
+            progress=False,
+        )
         reports[name] = headline(ev.report)
         _done(t0, f"mAP@0.5 {reports[name]['map50']:.3f}, recall {reports[name]['recall']:.3f} -> {path}")
     print("\n== summary")
