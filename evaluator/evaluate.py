@@ -14,7 +14,6 @@ condition tables from metadata or pixels (:mod:`evaluator.conditions`), slices a
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from evaluator.conditions import ConditionTables, condition_tables
 from evaluator.matching import Matches, match_predictions, validate_predictions
 from evaluator.slices import SliceOptions, ap_data, condition_slices, weak_slices
 from evaluator.stats import wilson_interval
+from generator import atomic
 from generator.errors import field_error
 from generator.scenario import Scenario
 from generator.shard import Shard
@@ -139,19 +139,6 @@ def _data_block(shard: Shard) -> dict[str, Any]:
             "scenario": manifest_scenario(m), "counts": m.get("counts")}
 
 
-def _clean(value: Any) -> Any:
-    """JSON-able copy: numpy scalars to Python, NaN/inf to None, floats rounded to 6 places."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else None
-    return value
-
-
 def _report(shard: Shard, scenario: Scenario, options: EvalOptions, metrics: dict[str, Any],
             matches: Matches, tables: ConditionTables, model: dict[str, Any] | None,
             final_report: bool) -> dict[str, Any]:
@@ -201,5 +188,5 @@ def evaluate(shard: Shard, predictions: list[dict[str, Any]], scenario: Scenario
     parquet = shard.conditions() if (shard.path / "conditions.parquet").is_file() else None
     tables = condition_tables(coco, parquet, shard.load_image)
     report = _report(shard, scenario, options, metrics, matches, tables, model, final_report)
-    report = _clean(report)
+    report = atomic.jsonable(report)
     return Evaluation(report=report, tables=tables, matches=matches, slices=report["slices"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -37,6 +38,20 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def jsonable(value: Any, ndigits: int = 6) -> Any:
+    """JSON-able copy for canonical files: numpy scalars to Python, floats rounded to
+    ``ndigits`` places, NaN/inf to None (JSON has no NaN), dict keys to str."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, ndigits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v, ndigits) for v in value]
+    if hasattr(value, "item") and hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy scalar
+    if isinstance(value, float):
+        return round(value, ndigits) if math.isfinite(value) else None
+    return value
 
 
 def dumps_json(obj: Any) -> str:

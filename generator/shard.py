@@ -87,17 +87,6 @@ def _round(x: float, nd: int = 6) -> float:
     return float(round(float(x), nd))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return _round(value)
-    return value
-
 
 def _object_annotation(obj: ObjectRecord, image: np.ndarray) -> dict[str, Any]:
     a: dict[str, Any] = {
@@ -110,7 +99,7 @@ def _object_annotation(obj: ObjectRecord, image: np.ndarray) -> dict[str, Any]:
         "object_contrast": _round(imagestats.object_contrast(image, obj.mask)),
         "stroke_width": _round(imagestats.stroke_width(obj.mask)),
         "slant": _round(imagestats.slant(obj.mask)),
-        "attributes": _jsonable(obj.attributes),
+        "attributes": atomic.jsonable(obj.attributes),
     }
     if obj.amodal_mask is not None:
         a["amodal_segmentation"] = ann.encode_rle(obj.amodal_mask)
@@ -140,8 +129,8 @@ def encode_image(record: ImageRecord, root: Path) -> ImageEntry:
     if record.intrinsics is not None:
         img["intrinsics"] = [[_round(v) for v in row] for row in np.asarray(record.intrinsics)]
     stats = imagestats.image_stats(record.image)
-    img["conditions"] = _jsonable(record.conditions)
-    img["stats"] = _jsonable(stats)
+    img["conditions"] = atomic.jsonable(record.conditions)
+    img["stats"] = atomic.jsonable(stats)
     img["hidden_objects"] = int(record.hidden_objects + len(record.objects) - len(kept))
     anns = [_object_annotation(o, record.image) for o in kept]
     return ImageEntry(index=record.index, image=img, annotations=anns, files=files)
@@ -260,7 +249,7 @@ class ShardWriter:
             label_types += ["depth", "semantic"]
         manifest = {
             "format": FORMAT,
-            **_jsonable(self.info),
+            **atomic.jsonable(self.info),
             "counts": {"images": len(coco["images"]), "annotations": len(coco["annotations"])},
             "label_types": label_types,
             "files": dict(sorted(files.items())),
