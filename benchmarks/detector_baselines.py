@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default="a,b,c,d", help="which of a,b,c,d to run (d needs a)")
+    ap.add_argument("--pretrained", default=None,
+                    help="(a)'s checkpoint for (d) when (a) is not run now (default: WORK/model-a_synthetic_only)")
     args = ap.parse_args()
     wanted = set(args.runs.split(","))
     work = Path(args.work)
@@ -98,10 +100,11 @@ def main() -> None:
         (work / "baselines.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res, indent=1))
         return
+    pre = Path(args.pretrained) if args.pretrained else work / "model-a_synthetic_only"
     r, t = timed(train, [str(real / "real-train")], work / "model-d_pretrain_finetune", strategy="real-only",
                  steps=args.finetune_steps, batch_size=args.batch_size, seed=args.seed, overwrite=True,
-                 init=work / "model-a_synthetic_only")
-    res["d_pretrain_finetune"] = {"train_s": t, "finetune_steps": args.finetune_steps,
+                 init=pre)
+    res["d_pretrain_finetune"] = {"train_s": t, "finetune_steps": args.finetune_steps, "init": str(pre),
                                   "real_test": score(work / "model-d_pretrain_finetune", real / "real-test",
                                                      work / "rep-d", True)}
     (work / "baselines.json").write_text(json.dumps(res, indent=1))

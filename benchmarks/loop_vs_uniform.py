@@ -59,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "render_workers": 1, "eval_resamples": 0, "backend": "fake", "width": 64, "height": 64,
               "real_sizes": {"real-train": 30, "real-val": 30, "real-test": 40}, "seeds": 1},
 }
-SHARED = ("params.yaml", "shard", "model", "report-test")  # iteration 0: identical for every policy
+SHARED = ("params.yaml", "shard-*", "model", "report-test")  # iteration 0: identical for every policy
 
 
 def worst_slice(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -139,8 +139,9 @@ def share_iteration_0(src: LoopConfig, dst: LoopConfig) -> None:
     """
     if (dst.work / "history.json").exists() or not (src.work / "history.json").is_file():
         return
-    for name in SHARED:
-        source, target = src.iter_dir(0) / name, dst.iter_dir(0) / name
+    for source in sorted(p for pattern in SHARED for p in src.iter_dir(0).glob(pattern)):
+        name = source.name
+        target = dst.iter_dir(0) / name
         if target.exists() or not source.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Iteration *k* of a loop with work directory ``WORK``::
 
-    params_k ──► render_step ──► WORK/iter_k/shard/          (k images; reused if finished)
+    params_k ──► render_step ──► WORK/iter_k/shard-<i>/      (render_shards parts; each reused if finished)
                  train_step  ──► WORK/iter_k/model/          (init = model_{k-1}; shards 0..k)
                  evaluate_step ► WORK/iter_k/report/         (real-val only)
                  policy_step ──► WORK/iter_k/decision.json   (its params are params_{k+1})
@@ -23,12 +23,15 @@ reaches :func:`policy_step`, which refuses it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from flows.loop_state import SPLITS, IterationRecord, LoopConfig, LoopHistory, iteration_seeds
 from generator import atomic
@@ -37,8 +40,9 @@ from generator.params import GenerationParams, uniform_params, validate_params
 from generator.scenario import Scenario, load_scenario
 
 __all__ = ["EvalStep", "IterationRecord", "LoopConfig", "LoopHistory", "PolicyStep", "RealData",
-           "RenderStep", "TrainStep", "evaluate_step", "iteration_seeds", "policy_step",
-           "prepare_real", "render_step", "run_iteration", "run_loop", "starting_params", "train_step"]
+           "RenderStep", "TrainStep", "evaluate_step", "iteration_params", "iteration_record", "iteration_seeds",
+           "loop_shards", "policy_step", "prepare_real", "render_parts", "render_step", "run_iteration", "run_loop",
+           "starting_params", "train_step", "write_params"]
 
 REPORT_DIRS = {"real-val": "report", "real-test": "report-test"}
 
@@ -116,20 +120,50 @@ def prepare_real(cfg: LoopConfig) -> RealData:
     return RealData(root, built=True)
 
 
-def render_step(cfg: LoopConfig, k: int, params: GenerationParams) -> RenderStep:
-    """Write ``iter_k/params.yaml`` and render ``iter_k/shard`` (reused when already finished)."""
+def part_sizes(n: int, parts: int) -> list[int]:
+    """Images per shard when ``n`` images are split into ``parts`` shards (earlier parts take
+    the remainder; never an empty part)."""
+    parts = max(1, min(parts, n))
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def part_seed(cfg: LoopConfig, k: int, part: int) -> int:
+    """Render seed of shard ``part`` of iteration ``k``: child ``part`` of the iteration's render seed."""
+    render = iteration_seeds(cfg.seed, k)["render"]
+    return int(np.random.SeedSequence(render, spawn_key=(part,)).generate_state(1)[0])
+
+
+def write_params(cfg: LoopConfig, k: int, params: GenerationParams) -> Path:
+    """Validate ``params`` against the scenario and write ``iter_k/params.yaml`` (atomically)."""
+    validate_params(params, _scenario(cfg))
+    cfg.iter_dir(k).mkdir(parents=True, exist_ok=True)
+    path = cfg.iter_dir(k) / "params.yaml"
+    params.save(path)
+    return path
+
+
+def render_step(cfg: LoopConfig, k: int, params: GenerationParams, part: int = 0) -> RenderStep:
+    """Render shard ``part`` of iteration ``k`` into ``iter_k/shard-<part>`` (reused when a
+    finished shard with the same fingerprint is there). Parts are independent: an orchestrator
+    may render them in parallel processes."""
     from generator.pipeline import RenderJob, render_shard
 
+    sizes = part_sizes(cfg.images_per_iteration, cfg.render_shards)
+    if not 0 <= part < len(sizes):
+        raise ConfigError(f"render_step: part must be in [0, {len(sizes) - 1}], but got {part}")
     sc = _scenario(cfg)
     validate_params(params, sc)
-    d = cfg.iter_dir(k)
-    d.mkdir(parents=True, exist_ok=True)
-    params.save(d / "params.yaml")
-    job = RenderJob(sc, params, n=cfg.images_per_iteration, seed=iteration_seeds(cfg.seed, k)["render"],
+    job = RenderJob(sc, params, n=sizes[part], seed=part_seed(cfg, k, part),
                     width=cfg.width or sc.spec.image.width, height=cfg.height or sc.spec.image.height,
                     backend=cfg.backend)
-    r = render_shard(job, d / "shard", workers=cfg.render_workers, reuse=True)
+    r = render_shard(job, cfg.iter_dir(k) / f"shard-{part}", workers=cfg.render_workers, reuse=True)
     return RenderStep(r.path, r.fingerprint, r.images, r.annotations, round(r.seconds, 3), r.reused)
+
+
+def render_parts(cfg: LoopConfig, k: int, params: GenerationParams) -> list[RenderStep]:
+    """Every shard of iteration ``k``, one after the other (the Prefect flow maps them instead)."""
+    return [render_step(cfg, k, params, i) for i in range(len(part_sizes(cfg.images_per_iteration,
+                                                                         cfg.render_shards)))]
 
 
 def train_data(cfg: LoopConfig, shards: list[Path]) -> list[tuple[Path, float]]:
@@ -193,7 +227,8 @@ def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val")
 
     if split not in REPORT_DIRS:
         raise ConfigError(f"evaluate_step: split must be one of {list(REPORT_DIRS)}, but got {split!r}")
-    opts = EvalOptions(resamples=cfg.eval_resamples, seed=iteration_seeds(cfg.seed, k)["evaluate"])
+    opts = EvalOptions(resamples=cfg.eval_resamples, seed=iteration_seeds(cfg.seed, k)["evaluate"],
+                       score_threshold=cfg.score_threshold)
     t0 = time.perf_counter()
     path, ev = evaluate_model(model, cfg.real_root / split, cfg.iter_dir(k) / REPORT_DIRS[split], opts,
                               scenario=cfg.scenario, final_report=split == "real-test", overwrite=True,
@@ -225,17 +260,20 @@ def make_loop_policy(cfg: LoopConfig) -> Any:
 
 
 def policy_step(cfg: LoopConfig, k: int, reports: list[dict[str, Any]], params: GenerationParams,
-                shard: Path) -> PolicyStep:
+                shards: list[Path]) -> PolicyStep:
     """Ask the policy for the next params from the real-val ``reports`` (``reports[0]`` is the
-    objective's), the ``params`` iteration ``k`` rendered and its ``shard``'s conditions;
+    objective's), the ``params`` iteration ``k`` rendered and its ``shards``' conditions;
     write ``iter_k/decision.json``."""
+    import pandas as pd
+
     from generator.shard import Shard
     from policy.base import PolicyInputs
 
     _refuse_held_out(reports)
     sc = _scenario(cfg)
     t0 = time.perf_counter()
-    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, reports, params, Shard(shard).conditions()))
+    conditions = pd.concat([Shard(s).conditions() for s in shards], ignore_index=True)
+    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, reports, params, conditions))
     record = decision.to_dict()
     nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
     path = cfg.iter_dir(k) / "decision.json"
@@ -262,22 +300,35 @@ def _rel(cfg: LoopConfig, p: Path) -> str:
         return str(p)
 
 
-def run_iteration(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
-    """Render, train, evaluate (real-val) and ask the policy for iteration ``k``."""
-    t0 = time.perf_counter()
-    params = starting_params(cfg) if k == 0 else load_decision_params(cfg, k - 1)
-    r = render_step(cfg, k, params)
-    shards = [history.resolve(e.render["path"]) for e in history.entries] + [r.path]
-    init = history.resolve(history.entries[-1].train["path"]) if history.entries else None
-    t = train_step(cfg, k, shards, init)
-    e = evaluate_step(cfg, k, t.path, "real-val")
-    p = policy_step(cfg, k, [e.report], params, r.path)
-    d = p.decision
+def iteration_params(cfg: LoopConfig, k: int) -> GenerationParams:
+    """What iteration ``k`` renders: uniform for iteration 0, else iteration ``k - 1``'s decision."""
+    return starting_params(cfg) if k == 0 else load_decision_params(cfg, k - 1)
+
+
+def loop_shards(history: LoopHistory) -> list[Path]:
+    """Every synthetic shard of the completed iterations, in order."""
+    return [history.resolve(s["path"]) for e in history.entries for s in e.render["shards"]]
+
+
+def combined_fingerprint(renders: list[RenderStep]) -> str:
+    """One fingerprint for an iteration's shards (order matters)."""
+    return hashlib.sha256("\n".join(r.fingerprint for r in renders).encode()).hexdigest()[:32]
+
+
+def iteration_record(cfg: LoopConfig, k: int, history: LoopHistory, renders: list[RenderStep], t: TrainStep,
+                     e: EvalStep, p: PolicyStep, seconds: float) -> IterationRecord:
+    """The history entry of iteration ``k`` from its steps' results."""
+    d, init = p.decision, t.init
+    images = sum(r.images for r in renders)
     return IterationRecord(
         iteration=k, seeds=iteration_seeds(cfg.seed, k), params=_rel(cfg, cfg.iter_dir(k) / "params.yaml"),
-        images_rendered=history.images_rendered + r.images,
-        render={"path": _rel(cfg, r.path), "fingerprint": r.fingerprint, "images": r.images,
-                "annotations": r.annotations, "seconds": r.seconds, "reused": r.reused},
+        images_rendered=history.images_rendered + images,
+        render={"fingerprint": combined_fingerprint(renders), "images": images,
+                "annotations": sum(r.annotations for r in renders),
+                "seconds": round(sum(r.seconds for r in renders), 3),
+                "reused": all(r.reused for r in renders),
+                "shards": [{"path": _rel(cfg, r.path), "fingerprint": r.fingerprint, "images": r.images,
+                            "annotations": r.annotations, "seconds": r.seconds, "reused": r.reused} for r in renders]},
         train={"path": _rel(cfg, t.path), "steps": t.steps, "final_loss": t.final_loss, "seconds": t.seconds,
                "images_per_s": round(t.images_per_s, 2), "init": None if init is None else _rel(cfg, init),
                "reused": t.reused, "data": [f"{_rel(cfg, p)}:{w}" for p, w in t.data]},
@@ -288,8 +339,22 @@ def run_iteration(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRec
                   "slices": [{"condition": s["condition"], "range": s["range"], "side": s.get("side")}
                              for s in d.get("slices") or []],
                   "changed": [c.get("parameter") for c in d.get("changes") or []], "seconds": p.seconds},
-        seconds=round(time.perf_counter() - t0, 3),
+        seconds=round(seconds, 3),
     )
+
+
+def run_iteration(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
+    """Render, train, evaluate (real-val) and ask the policy for iteration ``k``."""
+    t0 = time.perf_counter()
+    params = iteration_params(cfg, k)
+    write_params(cfg, k, params)
+    renders = render_parts(cfg, k, params)
+    new = [r.path for r in renders]
+    init = history.resolve(history.entries[-1].train["path"]) if history.entries else None
+    t = train_step(cfg, k, loop_shards(history) + new, init)
+    e = evaluate_step(cfg, k, t.path, "real-val")
+    p = policy_step(cfg, k, [e.report], params, new)
+    return iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0)
 
 
 def run_loop(cfg: LoopConfig, on_iteration: Callable[[IterationRecord], None] | None = None) -> LoopHistory:

@@ -62,13 +62,15 @@ class LoopConfig:
     width: int | None = None  # default: the scenario's image size
     height: int | None = None
     backend: str = "pyrender"
-    render_workers: int = 1
+    render_workers: int = 1  # processes inside one shard's render
+    render_shards: int = 1  # shards per iteration (an orchestrator renders them in parallel)
     real_dir: str | None = None
     real_seed: int = 0
     real_sizes: dict[str, int] | None = None  # digits per split; default generator's sizes
     study: str | None = None
     loop_id: str | None = None
     eval_resamples: int = 200
+    score_threshold: float = 0.3  # the evaluator's operating point for recall and slices
     device: str = "auto"
     num_threads: int | None = None
     progress: bool = False
@@ -76,7 +78,7 @@ class LoopConfig:
     def validate(self) -> LoopConfig:
         """Check every field; return ``self`` (raises ConfigError naming the field)."""
         for name, low in (("iterations", 1), ("images_per_iteration", 1), ("steps_per_iteration", 1),
-                          ("batch_size", 1), ("seed", 0), ("render_workers", 1), ("real_seed", 0),
+                          ("batch_size", 1), ("seed", 0), ("render_workers", 1), ("render_shards", 1), ("real_seed", 0),
                           ("eval_resamples", 0)):
             _int_at_least(name, getattr(self, name), low)
         for name in ("width", "height", "num_threads"):
@@ -86,6 +88,9 @@ class LoopConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise field_error(f"loop.{name}", "must be a finite number > 0", v)
+        t = self.score_threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t < 1:
+            raise field_error("loop.score_threshold", "must be a number in [0, 1)", t)
         if not str(self.workdir):
             raise field_error("loop.workdir", "must be a directory path", self.workdir)
         self._check_choices()

@@ -107,7 +107,7 @@ def test_policy_step_refuses_real_test_reports(tmp_path: Path, report: dict[str,
     cfg = tiny(tmp_path / "w")
     params = GenerationParams(scenario="digits")
     with pytest.raises(DataError, match="never the held-out real-test"):
-        policy_step(cfg, 0, [report], params, tmp_path / "no-shard")
+        policy_step(cfg, 0, [report], params, [tmp_path / "no-shard"])
     assert not (cfg.iter_dir(0) / "decision.json").exists()
 
 
@@ -141,9 +141,9 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, real: Path) -> Interru
     rendered: list[int] = []
     real_render, real_train = loop.render_step, trainer.api.train
 
-    def spy_render(c: LoopConfig, k: int, params: GenerationParams) -> loop.RenderStep:
+    def spy_render(c: LoopConfig, k: int, params: GenerationParams, part: int = 0) -> loop.RenderStep:
         rendered.append(k)
-        return real_render(c, k, params)
+        return real_render(c, k, params, part)
 
     def stop(rec: IterationRecord) -> None:
         raise Boom(f"stop after iteration {rec.iteration}")
@@ -158,7 +158,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, real: Path) -> Interru
         with pytest.raises(Boom):  # 1) stopped after iteration 0 completed
             run_loop(cfg, on_iteration=stop)
         first = history_json(cfg.work)["iterations"]
-        stamp = _stamp(cfg.iter_dir(0) / "shard" / "manifest.json")
+        stamp = _stamp(cfg.iter_dir(0) / "shard-0" / "manifest.json")
         mp.setattr(trainer.api, "train", crash_in_iter_1)
         with pytest.raises(Boom):  # 2) killed inside iteration 1, after its shard was rendered
             run_loop(cfg)
@@ -175,7 +175,7 @@ def test_resume_continues_after_the_last_completed_iteration(interrupted: Interr
     assert [e["iteration"] for e in data] == [0, 1] == [e.iteration for e in interrupted.history.entries]
     assert data[0] == first[0]  # iteration 0 was not redone ...
     assert interrupted.rendered == [0, 1, 1]  # ... only the half-done iteration 1 was
-    assert _stamp(cfg.iter_dir(0) / "shard" / "manifest.json") == interrupted.stamp
+    assert _stamp(cfg.iter_dir(0) / "shard-0" / "manifest.json") == interrupted.stamp
     e1 = data[1]
     assert e1["render"]["reused"] and not data[0]["render"]["reused"]  # finished shard kept
     assert not e1["train"]["reused"]  # training had crashed: redone
@@ -190,14 +190,15 @@ def test_loop_writes_the_expected_files_and_history(interrupted: Interrupted) ->
     e0, e1 = history_json(cfg.work)["iterations"]
     assert [e0["images_rendered"], e1["images_rendered"]] == [4, 8]
     assert e0["train"]["init"] is None and e1["train"]["init"] == "iter_0/model"
-    assert e1["train"]["data"] == ["iter_0/shard:1.0", "iter_1/shard:1.0"]
+    assert e1["train"]["data"] == ["iter_0/shard-0:1.0", "iter_1/shard-0:1.0"]
     m0, m1 = (json.loads((cfg.iter_dir(k) / "model" / "model.json").read_text()) for k in (0, 1))
     assert m1["init"]["weights_sha256"] == m0["weights_sha256"]  # continued from iteration 0's model
-    assert [d["fingerprint"] for d in m1["data"]] == [e0["render"]["fingerprint"], e1["render"]["fingerprint"]]
+    assert [d["fingerprint"] for d in m1["data"]] == [e0["render"]["shards"][0]["fingerprint"],
+                                                       e1["render"]["shards"][0]["fingerprint"]]
     assert e0["evaluate"]["split"] == "real-val" and e0["decision"]["policy"] == "optuna"
     for k in (0, 1):
         d = cfg.iter_dir(k)
-        for rel in ("params.yaml", "shard/manifest.json", "model/model.json", "report/report.json", "decision.json"):
+        for rel in ("params.yaml", "shard-0/manifest.json", "model/model.json", "report/report.json", "decision.json"):
             assert (d / rel).is_file(), rel
         assert not (d / "report-test").exists()  # the loop itself never touches real-test
     assert (cfg.work / "policy.db").is_file()
@@ -226,7 +227,7 @@ def test_crash_before_the_history_entry_reuses_shard_and_model(interrupted: Inte
 @pytest.mark.slow
 def test_finished_model_matches_only_the_same_training_inputs(interrupted: Interrupted) -> None:
     cfg = interrupted.cfg
-    shards = [cfg.iter_dir(0) / "shard", cfg.iter_dir(1) / "shard"]
+    shards = [cfg.iter_dir(0) / "shard-0", cfg.iter_dir(1) / "shard-0"]
     model, init = cfg.iter_dir(1) / "model", cfg.iter_dir(0) / "model"
     data, options = loop.train_data(cfg, shards), loop._train_options(cfg, 1)
     assert loop.finished_model(model, data, options, init)
@@ -281,6 +282,27 @@ def test_same_config_and_seed_give_the_same_params_and_policy_sees_real_val_only
     assert all(s["splits"] == ["real-val"] and s["final"] == [False] and s["rows"] > 0 for s in seen)
     report0 = json.loads((tmp_path / "a" / "iter_0" / "report" / "report.json").read_text())
     assert seen[0]["report"] == report0
+
+
+def test_part_sizes_split_the_budget_without_empty_parts() -> None:
+    assert loop.part_sizes(10, 3) == [4, 3, 3] and loop.part_sizes(2, 4) == [1, 1] and loop.part_sizes(5, 1) == [5]
+
+
+@pytest.mark.slow
+def test_an_iteration_in_several_shards_trains_and_steers_on_all_of_them(
+        tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(loop, "make_loop_policy", lambda cfg: RecordingPolicy(seen))
+    cfg = tiny(tmp_path / "w", real, iterations=1, images_per_iteration=5, render_shards=2)
+    rec = run_loop(cfg).entries[0]
+    shards = rec.render["shards"]
+    assert [s["path"] for s in shards] == ["iter_0/shard-0", "iter_0/shard-1"]
+    assert [s["images"] for s in shards] == [3, 2]
+    assert len({s["fingerprint"] for s in shards}) == 2 and rec.render["images"] == rec.images_rendered == 5
+    assert rec.train["data"] == ["iter_0/shard-0:1.0", "iter_0/shard-1:1.0"]
+    assert seen[0]["rows"] == rec.render["annotations"]  # the policy read both shards' conditions
+    again = loop.render_step(cfg, 0, loop.iteration_params(cfg, 0), 1)  # a part re-rendered alone is reused
+    assert again.reused and again.fingerprint == shards[1]["fingerprint"]
 
 
 # ------------------------------------------------------------------ benchmark
