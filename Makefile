@@ -11,12 +11,16 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 venv: $(STAMP)
 
-# Debian packages the project needs: Mesa's EGL + llvmpipe for offscreen rendering without a GPU.
+# Debian packages the project needs: Mesa's EGL + llvmpipe for offscreen rendering without a GPU,
+# and Chromium for the browser tests (driven by PyPI playwright; never `playwright install`).
 # Present on the standard image; installed here when missing (needs root, as on CI).
 sysdeps:
 	@ldconfig -p | grep -q 'libEGL_mesa.so' || { \
 	  echo "installing Mesa EGL (libegl1 libegl-mesa0 libgl1-mesa-dri)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium (headless browser for the UI tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # torch first, pinned: `torch==2.13.0` resolves to the CPU wheel on these machines; an unpinned
 # torch would pull a multi-GB CUDA build. For a GPU see README "GPU install".

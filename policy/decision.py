@@ -64,6 +64,9 @@ def _dist(d: dict[str, Any]) -> str:
     return "categorical(" + ", ".join(f"{k} {v:.2f}" for k, v in top) + (", …)" if len(weights) > 3 else ")")
 
 
+format_distribution = _dist  # public name: "truncnormal(centre 3.2, width 1.5)"-style text
+
+
 def _how_far(c: dict[str, Any]) -> str:
     if c.get("centre_shift") is not None:
         w = c.get("width") or [None, None]

@@ -1,0 +1,1 @@
+"""Prefect deployments of the closed loop (served by ``synthloop serve`` or ``prefect deploy``)."""

@@ -1,0 +1,217 @@
+"""The closed loop as a Prefect flow: each step a task calling a library, lineage in MLflow.
+
+    closed_loop(settings)                       one LoopSettings parameter (flows/settings.py)
+      prepare real data                         built once, reused after
+      open the loop's MLflow parent run         found again on a resume
+      for each iteration k not yet done:
+        params      iter_k/params.yaml          uniform at k = 0, else decision k-1
+        render      iter_k/shard-<i>            render_shards tasks in parallel processes,
+                                                cached on the shard fingerprint
+        train       iter_k/model                continues from model k-1
+        evaluate    iter_k/report               real-val (the policy never sees real-test)
+        decide      iter_k/decision.json        the policy's next params
+        record      history.json                the durable resume marker
+        track       MLflow child run k          params, datasets, metrics, artifacts, model
+                                                version; alias `champion` on improvement
+        publish     Prefect artifacts           summary, weak slices and changes, progress
+
+Resume rests on our own durable state (history.json, fingerprinted shards, checkpoints, the
+Optuna study), not on Prefect's task records: a SIGKILLed run stays "Running" in Prefect and
+may lose them. Running the same loop again continues after the last iteration in
+history.json; an iteration that finished but was not fully tracked is tracked then (every
+tracking call finds what is already there instead of duplicating it). Retries are for I/O
+errors only; a training divergence or a bad input fails the run at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # the render processes inherit it
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from flows import loop, publish, tracking
+from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
+from flows.settings import DATA_DIR, LoopSettings
+from generator.params import GenerationParams
+
+__all__ = ["closed_loop", "prefect_api", "tracking_for"]
+
+
+def _io_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: only an OSError (disk, network storage, a tracking server hiccup)."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except BaseException:  # anything else is not worth a retry
+        return False
+    return False
+
+
+def _shard_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Render tasks are cached on the shard's fingerprint and its place (computed before rendering)."""
+    return f"synthloop-shard-{parameters['fingerprint']}-{loop._rel(parameters['cfg'], parameters['out'])}"
+
+
+IO_RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": _io_error}
+
+
+@task(name="prepare-real-data", cache_policy=NO_CACHE, **IO_RETRY)
+def prepare_real_data(cfg: LoopConfig) -> Path:
+    return loop.prepare_real(cfg).root
+
+
+@task(name="params", cache_policy=NO_CACHE, **IO_RETRY)
+def choose_params(cfg: LoopConfig, k: int) -> GenerationParams:
+    params = loop.iteration_params(cfg, k)
+    loop.write_params(cfg, k, params)
+    return params
+
+
+@task(name="render-shard", task_run_name="render-iter{k}-part{part}", cache_key_fn=_shard_key,
+      persist_result=True, **IO_RETRY)
+def render_shard(cfg: LoopConfig, k: int, params: GenerationParams, part: int, fingerprint: str,
+                 out: Path) -> loop.RenderStep:
+    return loop.render_step(cfg, k, params, part)
+
+
+@task(name="train", task_run_name="train-iter{k}", cache_policy=NO_CACHE)
+def train(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -> loop.TrainStep:
+    return loop.train_step(cfg, k, shards, init)
+
+
+@task(name="evaluate-real-val", task_run_name="evaluate-iter{k}", cache_policy=NO_CACHE)
+def evaluate(cfg: LoopConfig, k: int, model: Path) -> loop.EvalStep:
+    return loop.evaluate_step(cfg, k, model, "real-val")
+
+
+@task(name="policy", task_run_name="policy-iter{k}", cache_policy=NO_CACHE, **IO_RETRY)
+def decide(cfg: LoopConfig, k: int, report: dict[str, Any], params: GenerationParams,
+           shards: list[Path]) -> loop.PolicyStep:
+    return loop.policy_step(cfg, k, [report], params, shards)
+
+
+@task(name="track-iteration", task_run_name="track-iter{k}", cache_policy=NO_CACHE, **IO_RETRY)
+def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: LoopConfig,
+          record: dict[str, Any], flow_run_id: str | None) -> dict[str, Any]:
+    """Log iteration ``k`` to its MLflow child run and register its model (idempotent)."""
+    run_id, finished = tracking.open_iteration_run(t, parent, k, previous, flow_run_id)
+    if finished:
+        return {"run_id": run_id, "model": None, "already": True}
+    tracking.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict())
+    model = tracking.log_model(t, run_id, cfg.work / record["train"]["path"], k, record["evaluate"]["map50"])
+    tracking.close_run(t, run_id)
+    return {"run_id": run_id, "model": model, "already": False}
+
+
+def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.RenderStep]:
+    """Submit every shard of iteration ``k`` to the process pool; re-render a cached result
+    whose shard is no longer on disk (the shard, not Prefect's cache, is the truth)."""
+    from generator.pipeline import existing_fingerprint
+
+    n = len(loop.part_sizes(cfg.images_per_iteration, cfg.render_shards))
+    jobs = [(i, loop.render_job(cfg, k, params, i).fingerprint(), cfg.iter_dir(k) / f"shard-{i}") for i in range(n)]
+    futures = [render_shard.submit(cfg, k, params, i, fp, out) for i, fp, out in jobs]
+    steps = [f.result() for f in futures]
+    for j, (i, fp, out) in enumerate(jobs):
+        if existing_fingerprint(out) != fp:
+            steps[j] = render_shard.with_options(refresh_cache=True)(cfg, k, params, i, fp, out)
+    return steps
+
+
+def run_one(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
+    """Iteration ``k``'s library steps as tasks; the history entry is written last."""
+    import time
+
+    t0 = time.perf_counter()
+    params = choose_params(cfg, k)
+    renders = render_all(cfg, k, params)
+    new = [r.path for r in renders]
+    init = history.resolve(history.entries[-1].train["path"]) if history.entries else None
+    t = train(cfg, k, loop.loop_shards(history) + new, init)
+    e = evaluate(cfg, k, t.path)
+    p = decide(cfg, k, e.report, params, new)
+    record = loop.iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0)
+    history.append(record)
+    return record
+
+
+def tracking_for(settings: LoopSettings, cfg: LoopConfig) -> tracking.Tracking:
+    """Where this loop is tracked: ``settings``' values, else the defaults (DATA_DIR/mlflow.db)."""
+    return tracking.Tracking(uri=settings.tracking_uri or tracking.default_tracking_uri(DATA_DIR),
+                             experiment=settings.experiment or f"synthloop/{cfg.study_name}",
+                             model_name=settings.model_name or f"synthloop-{cfg.scenario}")
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """The Prefect API this process reports to: ``PREFECT_API_URL`` when set; otherwise a
+    temporary local server started here and exported as ``PREFECT_API_URL``, so the render
+    worker processes report to it too (left alone, each spawned worker would start its own
+    temporary server). Stopped on exit."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()
+    if url:
+        yield str(url)
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()  # the run's last log lines, before the server goes
+        if old is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = old
+        server.stop()
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
+
+
+@flow(name="closed-loop", task_runner=ProcessPoolTaskRunner(), log_prints=True)
+def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
+    """Render → train → evaluate on real-val → policy, ``iterations`` times, tracked in MLflow."""
+    settings = settings or LoopSettings()
+    cfg = settings.loop_config()
+    history = LoopHistory.open(cfg)
+    if settings.add_iterations:  # a scheduled run grows the loop
+        cfg = dataclasses.replace(cfg, iterations=len(history.entries) + settings.add_iterations)
+        history.config["iterations"] = cfg.iterations
+    t, run = tracking_for(settings, cfg), _flow_run_id()
+    prepare_real_data(cfg)
+    parent = tracking.open_loop_run(t, cfg.study_name, cfg.to_dict(), run)
+    progress = publish.loop_progress(cfg, len(history.entries))
+    previous: str | None = None
+    for k in range(cfg.iterations):
+        done = k < len(history.entries)
+        record = history.entries[k] if done else run_one(cfg, k, history)
+        tracked = track(t, parent, k, previous, cfg, record.to_dict(), run)
+        previous = tracked["run_id"]
+        if not done:
+            publish.iteration_artifacts(cfg, t, record, tracked)
+            publish.update_progress(progress, cfg, k + 1)
+    tracking.close_run(t, parent)
+    return [publish.summary_row(e) for e in history.entries]

@@ -1,0 +1,90 @@
+"""The closed-loop flow's one parameter: :class:`LoopSettings` (a pydantic model).
+
+Every field of :class:`flows.loop_state.LoopConfig` (same names, types and defaults: that
+dataclass stays the single source of truth and the model is built from it), plus what only
+the product layer needs: where MLflow tracks (``tracking_uri``, ``experiment``,
+``model_name``), an optional production window (``production``) and ``add_iterations``
+(grow the loop by N iterations per run, for schedules). JSON-friendly, so a
+Prefect deployment takes it as a parameter and the Prefect UI renders a form for it.
+
+    settings = LoopSettings.from_file("loop.yaml", iterations=3)   # file + overrides
+    settings.loop_config()  # -> LoopConfig, checked field by field
+
+Unknown keys are refused by name (``extra="forbid"``); every value error is one line naming
+the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from flows.loop_state import LoopConfig
+from generator.errors import ConfigError, field_error
+
+DATA_DIR = Path("runs")  # the project's data directory (relative to the working directory)
+DEFAULT_WORKDIR = str(DATA_DIR / "loop")
+
+
+class _Product(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str | None = None  # default: sqlite:///<DATA_DIR>/mlflow.db
+    experiment: str | None = None  # default: synthloop/<loop id>
+    model_name: str | None = None  # default: synthloop-<scenario>
+    production: str | None = None  # a production window directory (evaluated beside real-val)
+    # > 0: run this many iterations more than the loop has completed (a scheduled deployment
+    # grows its loop by this much each run); `iterations` is then ignored
+    add_iterations: int = Field(default=0, ge=0)
+
+
+def _loop_fields() -> dict[str, Any]:
+    hints = typing.get_type_hints(LoopConfig)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(LoopConfig):
+        default = DEFAULT_WORKDIR if f.name == "workdir" else f.default
+        out[f.name] = (hints[f.name], default)
+    return out
+
+
+_Base: type[BaseModel] = create_model("_LoopSettingsBase", __base__=_Product, **_loop_fields())
+
+
+class LoopSettings(_Base):  # type: ignore[misc, valid-type]
+    """All settings of one closed loop (see :class:`flows.loop_state.LoopConfig` for the loop's)."""
+
+    def loop_config(self) -> LoopConfig:
+        """The library-level config, validated (raises ConfigError naming the field)."""
+        names = {f.name for f in dataclasses.fields(LoopConfig)}
+        return LoopConfig(**{k: v for k, v in self.model_dump().items() if k in names}).validate()
+
+    @classmethod
+    def build(cls, data: dict[str, Any]) -> LoopSettings:
+        """Validate ``data``; a bad or unknown key is one ConfigError line naming it."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            raise field_error(f"loop.{where}", err["msg"].lower(), err.get("input")) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, **overrides: Any) -> LoopSettings:
+        """Settings from a YAML/JSON mapping file (optional) with ``overrides`` (None = not given)."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"--config: cannot read {str(path)!r} as YAML ({exc.__class__.__name__}); "
+                                  "pass a YAML file of loop settings") from exc
+            if not isinstance(loaded, dict):
+                raise field_error("--config", "must hold a mapping of loop settings", type(loaded).__name__)
+            data.update(loaded)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.build(data)
