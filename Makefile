@@ -31,8 +31,10 @@ $(STAMP): pyproject.toml requirements.lock | sysdeps
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
+# the closed loop on the embedded defaults (flows/settings.py): 3 iterations on 2 CPU cores,
+# Prefect's temporary server, MLflow in runs/mlflow.db; a second `make demo` resumes (no work).
 demo: $(STAMP)
-	$(VENV)/bin/synthloop demo --out runs/demo
+	$(VENV)/bin/synthloop run
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -42,7 +44,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy generator trainer evaluator policy flows
+	$(VENV)/bin/mypy generator trainer evaluator policy flows deployments
 
 bench: $(STAMP)
 	$(PY) benchmarks/render_throughput.py

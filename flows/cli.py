@@ -22,6 +22,8 @@ from generator.errors import SynthloopError
 
 # subcommand -> module under flows.commands (order = order in --help)
 COMMANDS: dict[str, str] = {
+    "run": "run",
+    "serve": "serve",
     "render": "render",
     "data": "data",
     "train": "train",
@@ -32,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "preview": "preview",
     "export": "export",
     "demo": "demo",
+    "lineage": "lineage",
 }
 
 

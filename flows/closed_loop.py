@@ -177,7 +177,7 @@ def prefect_api() -> Iterator[str]:
     finally:
         from prefect.logging.handlers import APILogHandler
 
-        APILogHandler.flush()  # the run's last log lines, before the server goes
+        APILogHandler().flush()  # the run's last log lines, before the server goes
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
@@ -191,7 +191,7 @@ def _flow_run_id() -> str | None:
     return str(flow_run.id) if flow_run.id else None
 
 
-@flow(name="closed-loop", task_runner=ProcessPoolTaskRunner(), log_prints=True)
+@flow(name="closed-loop", task_runner=ProcessPoolTaskRunner(), log_prints=True)  # type: ignore[arg-type]
 def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     """Render → train → evaluate on real-val → policy, ``iterations`` times, tracked in MLflow."""
     settings = settings or LoopSettings()

@@ -41,8 +41,8 @@ from generator.scenario import Scenario, load_scenario
 
 __all__ = ["EvalStep", "IterationRecord", "LoopConfig", "LoopHistory", "PolicyStep", "RealData",
            "RenderStep", "TrainStep", "evaluate_step", "iteration_params", "iteration_record", "iteration_seeds",
-           "loop_shards", "policy_step", "prepare_real", "render_parts", "render_step", "run_iteration", "run_loop",
-           "starting_params", "train_step", "write_params"]
+           "loop_shards", "policy_step", "prepare_real", "render_job", "render_parts", "render_step",
+           "run_iteration", "run_loop", "starting_params", "train_step", "write_params"]
 
 REPORT_DIRS = {"real-val": "report", "real-test": "report-test"}
 
@@ -142,20 +142,28 @@ def write_params(cfg: LoopConfig, k: int, params: GenerationParams) -> Path:
     return path
 
 
-def render_step(cfg: LoopConfig, k: int, params: GenerationParams, part: int = 0) -> RenderStep:
-    """Render shard ``part`` of iteration ``k`` into ``iter_k/shard-<part>`` (reused when a
-    finished shard with the same fingerprint is there). Parts are independent: an orchestrator
-    may render them in parallel processes."""
-    from generator.pipeline import RenderJob, render_shard
+def render_job(cfg: LoopConfig, k: int, params: GenerationParams, part: int = 0) -> Any:
+    """The :class:`~generator.pipeline.RenderJob` of shard ``part`` of iteration ``k`` (its
+    ``fingerprint()`` is known before anything renders: an orchestrator's cache key)."""
+    from generator.pipeline import RenderJob
 
     sizes = part_sizes(cfg.images_per_iteration, cfg.render_shards)
     if not 0 <= part < len(sizes):
         raise ConfigError(f"render_step: part must be in [0, {len(sizes) - 1}], but got {part}")
     sc = _scenario(cfg)
     validate_params(params, sc)
-    job = RenderJob(sc, params, n=sizes[part], seed=part_seed(cfg, k, part),
-                    width=cfg.width or sc.spec.image.width, height=cfg.height or sc.spec.image.height,
-                    backend=cfg.backend)
+    return RenderJob(sc, params, n=sizes[part], seed=part_seed(cfg, k, part),
+                     width=cfg.width or sc.spec.image.width, height=cfg.height or sc.spec.image.height,
+                     backend=cfg.backend)
+
+
+def render_step(cfg: LoopConfig, k: int, params: GenerationParams, part: int = 0) -> RenderStep:
+    """Render shard ``part`` of iteration ``k`` into ``iter_k/shard-<part>`` (reused when a
+    finished shard with the same fingerprint is there). Parts are independent: an orchestrator
+    may render them in parallel processes."""
+    from generator.pipeline import render_shard
+
+    job = render_job(cfg, k, params, part)
     r = render_shard(job, cfg.iter_dir(k) / f"shard-{part}", workers=cfg.render_workers, reuse=True)
     return RenderStep(r.path, r.fingerprint, r.images, r.annotations, round(r.seconds, 3), r.reused)
 

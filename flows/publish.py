@@ -98,8 +98,9 @@ def iteration_artifacts(cfg: LoopConfig, t: Any, record: IterationRecord, tracke
 def loop_progress(cfg: LoopConfig, done: int) -> UUID:
     from prefect.artifacts import create_progress_artifact
 
-    return create_progress_artifact(100.0 * done / cfg.iterations, key=artifact_key(cfg, "progress"),
+    made = create_progress_artifact(100.0 * done / cfg.iterations, key=artifact_key(cfg, "progress"),
                                     description=f"{done}/{cfg.iterations} iterations")
+    return made  # type: ignore[return-value]  # sync call: a UUID, not a coroutine
 
 
 def update_progress(artifact: UUID, cfg: LoopConfig, done: int) -> None:

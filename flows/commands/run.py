@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from flows.closed_loop import closed_loop, prefect_api, tracking_for
     from flows.settings import LoopSettings
 
-    overrides = {name: getattr(args, name) for name, _, _ in OPTIONS}
-    settings = LoopSettings.from_file(args.config, **{**parse_sets(args.sets), **overrides})
+    given = {name: getattr(args, name) for name, _, _ in OPTIONS if getattr(args, name) is not None}
+    settings = LoopSettings.from_file(args.config, **{**parse_sets(args.sets), **given})
     cfg = settings.loop_config()
     with prefect_api():
         rows = closed_loop(settings)

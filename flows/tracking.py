@@ -1,0 +1,396 @@
+"""MLflow lineage of the closed loop: one parent run per loop, one nested child run per iteration.
+
+The Prefect flow calls these functions from its tasks (threads or worker processes), so
+nothing here uses MLflow's fluent API or its global tracking URI: every call builds an
+``MlflowClient(tracking_uri=...)`` and names the run id explicitly (the fluent active run is
+thread-local; in a worker thread ``mlflow.log_*`` would silently create a stray run).
+
+::
+
+    experiment <Tracking.experiment>          artifact_location: file:// beside a sqlite store
+      parent run  "loop <loop_id>"            tags synthloop.loop_id, synthloop.kind=loop
+        params: the loop config; metrics real_val_map50 / real_val_recall / images_rendered, step = k
+        images: param_evolution (step = k)
+      child run   "iter <k>"                  tags mlflow.parentRunId, synthloop.iteration=k,
+                                              synthloop.previous_run_id, prefect.flow_run_id
+        params gen.* (iter_k/params.yaml), seeds, trials; inputs: one dataset per shard;
+        metrics (step = k); artifacts report/, params.yaml, decision.json, images
+
+Every function is idempotent so a resumed flow can call it again: runs are found by their
+tags before one is created, params are derived from files (re-logging the same value is
+skipped, a different one is a :class:`ConfigError`), and datasets, metric points, artifacts
+and images already there are not logged twice. See docs/lineage.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
+
+from flows.loop_state import RESUMABLE
+from generator.errors import ConfigError, field_error
+
+TAG_LOOP = "synthloop.loop_id"
+TAG_KIND = "synthloop.kind"  # "loop" (parent) or "iteration" (child)
+TAG_ITERATION = "synthloop.iteration"
+TAG_PREVIOUS = "synthloop.previous_run_id"
+TAG_WEAKEST = "synthloop.weakest"
+TAG_FLOW_RUN = "prefect.flow_run_id"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_CONTEXT = "mlflow.data.context"
+TAG_NEW_SHARD = "synthloop.new"  # dataset input tag: "true" for the shards this iteration rendered
+PARENT_METRICS = {"real_val_map50": ("evaluate", "map50"), "real_val_recall": ("evaluate", "recall"),
+                  "images_rendered": (None, "images_rendered")}
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+MAX_PARAMS_PER_BATCH, MAX_PARAM_CHARS, MAX_METRICS_PER_BATCH = 100, 6000, 1000
+_NAME = re.compile(r"^[^'\"`\\\n]+$")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a loop logs: a tracking URI (``sqlite:///...`` or ``http://host:port``), one
+    experiment per loop and the registered model name its checkpoints join."""
+
+    uri: str
+    experiment: str
+    model_name: str
+
+    def __post_init__(self) -> None:
+        for name in ("uri", "experiment", "model_name"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise field_error(f"tracking.{name}", "must be a non-empty string without quotes, "
+                                  "backslashes or newlines", value)
+
+    @classmethod
+    def for_loop(cls, uri: str, experiment: str, scenario: str) -> Tracking:
+        """The default registered model name: ``synthloop-<scenario>``."""
+        return cls(uri, experiment, f"synthloop-{scenario}")
+
+
+def sqlite_uri(db: Path) -> str:
+    """``sqlite:///<absolute path>`` of a database file (nothing is created)."""
+    return f"sqlite:///{Path(db).resolve()}"
+
+
+def default_tracking_uri(data_dir: Path) -> str:
+    """``sqlite:///<abs data_dir>/mlflow.db``; creates ``data_dir``."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return sqlite_uri(Path(data_dir) / "mlflow.db")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    return Path(uri[len("sqlite:///"):]).resolve() if uri.startswith("sqlite:///") else None
+
+
+@functools.lru_cache(maxsize=16)
+def client(uri: str) -> MlflowClient:
+    """One client per URI (it holds no run state, so threads may share it)."""
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(t: Tracking) -> str:
+    """Find or create ``t.experiment``; with a sqlite store its artifacts go to
+    ``<db dir>/mlartifacts/<experiment>`` (never the working directory)."""
+    c = client(t.uri)
+    exp = c.get_experiment_by_name(t.experiment)
+    if exp is None:
+        db = sqlite_path(t.uri)
+        where = None if db is None else (db.parent / "mlartifacts" / re.sub(r"[^\w.-]", "_", t.experiment)).as_uri()
+        try:
+            return str(c.create_experiment(t.experiment, artifact_location=where))
+        except MlflowException:  # created meanwhile by another worker
+            exp = c.get_experiment_by_name(t.experiment)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage != "active":
+        raise field_error("tracking.experiment", "is deleted in the tracking store", t.experiment,
+                          "restore it (`mlflow experiments restore`) or choose another name")
+    return str(exp.experiment_id)
+
+
+def _find_runs(c: MlflowClient, experiment: str, tags: dict[str, str]) -> list[Run]:
+    clauses = []
+    for key, value in tags.items():
+        if not _NAME.match(value):
+            raise field_error(f"tag {key}", "must be non-empty, without quotes or backslashes", value)
+        clauses.append(f"tags.`{key}` = '{value}'")
+    return list(c.search_runs([experiment], " and ".join(clauses), order_by=["attributes.start_time ASC"]))
+
+
+def _value(v: Any) -> str:
+    """A param value as MLflow stores it: strings as is, anything else as canonical JSON."""
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return s if len(s) <= MAX_PARAM_CHARS else s[:MAX_PARAM_CHARS - 1] + "…"
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts to ``a.b.c`` keys with :func:`_value` values (``weights`` stay one JSON value)."""
+    out: dict[str, str] = {}
+    for key, v in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(v, dict) and v and key != "weights":
+            out.update(flatten(v, name))
+        else:
+            out[re.sub(r"[^\w\-. /]", "_", name)] = _value(v)
+    return out
+
+
+def log_params(t: Tracking, run_id: str, params: dict[str, str]) -> None:
+    """Log the params the run lacks (in batches of 100); a param already logged with another
+    value is a ConfigError (MLflow params are immutable)."""
+    c = client(t.uri)
+    have = c.get_run(run_id).data.params
+    for key, value in sorted(params.items()):
+        if key in have and have[key] != value:
+            raise ConfigError(f"tracking: run {run_id} already has param {key}={have[key]!r}, but got {value!r}; "
+                              "MLflow params are immutable: resume with the same settings or use another "
+                              "loop id / experiment")
+    new = [Param(k, v) for k, v in sorted(params.items()) if k not in have]
+    for i in range(0, len(new), MAX_PARAMS_PER_BATCH):
+        c.log_batch(run_id, params=new[i:i + MAX_PARAMS_PER_BATCH])
+
+
+def _set_tags(c: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    if tags:
+        c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def _reopen(c: MlflowClient, run: Run) -> None:
+    if run.info.status != "RUNNING":
+        c.update_run(run.info.run_id, status="RUNNING")
+
+
+def open_loop_run(t: Tracking, loop_id: str, config: dict[str, Any], flow_run_id: str | None = None) -> str:
+    """Find or create the loop's parent run (one per ``loop_id`` in the experiment; a resume
+    gets the same run back, set RUNNING again). The config is logged as params, except the
+    settings a resume may change (``flows.loop_state.RESUMABLE``), which become
+    ``synthloop.config.<key>`` tags."""
+    c, eid = client(t.uri), experiment_id(t)
+    found = _find_runs(c, eid, {TAG_LOOP: loop_id, TAG_KIND: "loop"})
+    if found:
+        run = found[0]
+        _reopen(c, run)
+    else:
+        run = c.create_run(eid, run_name=f"loop {loop_id}", tags={TAG_LOOP: loop_id, TAG_KIND: "loop"})
+    run_id = run.info.run_id
+    log_params(t, run_id, {k: v for k, v in flatten(config).items() if k.split(".")[0] not in RESUMABLE})
+    tags = {f"synthloop.config.{k}": _value(config[k]) for k in RESUMABLE if k in config}
+    _set_tags(c, run_id, {**tags, **({TAG_FLOW_RUN: flow_run_id} if flow_run_id else {})})
+    return str(run_id)
+
+
+def open_iteration_run(t: Tracking, parent_id: str, k: int, previous_id: str | None,
+                       flow_run_id: str | None = None) -> tuple[str, bool]:
+    """Find or create the child run of iteration ``k`` under ``parent_id``. Returns
+    ``(run_id, already_finished)``: True when that run is FINISHED (skip re-logging); a
+    RUNNING (killed process) or FAILED child is reused and set RUNNING."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise field_error("open_iteration_run.k", "must be an integer >= 0", k)
+    c = client(t.uri)
+    parent = c.get_run(parent_id)
+    eid = parent.info.experiment_id
+    found = _find_runs(c, eid, {TAG_PARENT: parent_id, TAG_ITERATION: str(k)})
+    if found and found[0].info.status == "FINISHED":
+        return str(found[0].info.run_id), True
+    if found:
+        run = found[0]
+        _reopen(c, run)
+    else:
+        tags = {TAG_PARENT: parent_id, TAG_ITERATION: str(k), TAG_KIND: "iteration",
+                TAG_LOOP: parent.data.tags.get(TAG_LOOP, "")}
+        run = c.create_run(eid, run_name=f"iter {k}", tags=tags)
+    tags = {TAG_PREVIOUS: previous_id} if previous_id else {}
+    if previous_id:
+        c.get_run(previous_id)  # raises when the previous run is not in this store
+    _set_tags(c, run.info.run_id, {**tags, **({TAG_FLOW_RUN: flow_run_id} if flow_run_id else {})})
+    return str(run.info.run_id), False
+
+
+def iteration_runs(t: Tracking, parent_id: str) -> dict[int, str]:
+    """``{k: run_id}`` of the child runs under ``parent_id``."""
+    c = client(t.uri)
+    runs = _find_runs(c, c.get_run(parent_id).info.experiment_id, {TAG_PARENT: parent_id})
+    return {int(r.data.tags[TAG_ITERATION]): str(r.info.run_id) for r in runs if TAG_ITERATION in r.data.tags}
+
+
+def run_link(t: Tracking, run_id: str) -> str | None:
+    """The MLflow UI address of a run when ``t.uri`` is a server (``http(s)://``), else None."""
+    if not t.uri.startswith(("http://", "https://")):
+        return None
+    eid = client(t.uri).get_run(run_id).info.experiment_id
+    return f"{t.uri.rstrip('/')}/#/experiments/{eid}/runs/{run_id}"
+
+
+def log_model(t: Tracking, run_id: str, model_dir: Path, k: int, metric: float | None, *,
+              metric_name: str = "real_val_map50") -> dict[str, Any]:
+    """Register iteration ``k``'s checkpoint; see :func:`flows.tracking_model.log_model`."""
+    from flows.tracking_model import log_model as log_and_register
+
+    return log_and_register(t, run_id, model_dir, k, metric, metric_name=metric_name)
+
+
+def close_run(t: Tracking, run_id: str, status: str = "FINISHED") -> None:
+    """End a run as FINISHED, FAILED or KILLED."""
+    if status not in STATUSES:
+        raise field_error("close_run.status", f"must be one of {list(STATUSES)}", status)
+    client(t.uri).set_terminated(run_id, status)
+
+
+# ------------------------------------------------------------------ one iteration's record
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"log_iteration: {str(path)!r} must be a readable JSON file ({exc}); "
+                          "log only iterations the loop completed") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def iteration_params(work: Path, record: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """The child run's params, all derived from files (so a resume logs the same values):
+    the generation params ``gen.*``, the Optuna trial that proposed them (``gen.trial``, from
+    iteration k-1's decision), this iteration's decision trial, seeds and loop settings."""
+    import yaml
+
+    k = int(record["iteration"])
+    gen = yaml.safe_load((work / record["params"]).read_text(encoding="utf-8")) or {}
+    dists = gen.pop("distributions", None) or {}
+    prev = _read_json(work / f"iter_{k - 1}" / "decision.json") if k > 0 else {}
+    d = record.get("decision") or {}
+    out: dict[str, Any] = {"iteration": k, "gen.trial": prev.get("trial"),
+           "gen.trial_source": prev.get("trial_source") or ("uniform start" if k == 0 else None),
+           "decision.trial": d.get("trial"), "decision.trial_source": d.get("trial_source"),
+           "decision.changed": ",".join(d.get("changed") or []) or "none",
+           "render.fingerprint": record["render"]["fingerprint"], "train.init": record["train"].get("init"),
+           **{f"seed.{n}": v for n, v in record["seeds"].items()},
+           **{key: config.get(key) for key in ("scenario", "policy", "objective", "strategy", "real_ratio",
+                                               "images_per_iteration", "steps_per_iteration", "render_shards",
+                                               "latest_weight", "seed") if key in config}}
+    return {**flatten(out), **flatten(gen, "gen"), **flatten(dists, "gen")}
+
+
+def iteration_metrics(work: Path, record: dict[str, Any]) -> dict[str, float]:
+    """The child run's metrics: overall real-val numbers, training numbers, per-slice recall."""
+    report = _read_json(work / record["evaluate"]["path"] / "report.json")
+    o = report.get("overall") or {}
+    out: dict[str, Any] = {f"real_val_{n}": o.get(n) for n in ("map50", "map", "recall", "precision")}
+    out.update(images_rendered=record.get("images_rendered"), images_this_iteration=record["render"].get("images"),
+               train_final_loss=record["train"].get("final_loss"),
+               train_images_per_s=record["train"].get("images_per_s"))
+    for s in report.get("slices") or []:
+        out[re.sub(r"[^\w\-. /]", "_", f"slice.{s['condition']}.{s['bin']}.recall")] = s.get("recall")
+    return {k: float(v) for k, v in out.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _log_metrics(c: MlflowClient, run_id: str, k: int, metrics: dict[str, float], skip: set[str]) -> None:
+    now = int(time.time() * 1000)
+    new = [Metric(key, v, now, k) for key, v in sorted(metrics.items()) if key not in skip]
+    for i in range(0, len(new), MAX_METRICS_PER_BATCH):
+        c.log_batch(run_id, metrics=new[i:i + MAX_METRICS_PER_BATCH])
+
+
+def _log_parent_curve(c: MlflowClient, parent_id: str, k: int, record: dict[str, Any]) -> None:
+    """One point per iteration (step = k) of the loop curve on the parent run."""
+    values: dict[str, float] = {}
+    for key, (section, name) in PARENT_METRICS.items():
+        v = (record.get(section) or {}).get(name) if section else record.get(name)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            values[key] = float(v)
+    done = {key for key in values if any(m.step == k for m in c.get_metric_history(parent_id, key))}
+    _log_metrics(c, parent_id, k, values, done)
+
+
+def _work_path(work: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else work / p
+
+
+def dataset_items(work: Path, record: dict[str, Any], config: dict[str, Any],
+                  production: Path | None = None) -> list[tuple[Path, str, dict[str, str]]]:
+    """``(shard path, context, input tags)`` of every dataset behind iteration ``k``: all
+    shards the model trained on (``training``; real-train there with the mixed strategy),
+    real-val (``validation``) and an optional production window (``production``)."""
+    new = {str(_work_path(work, s["path"]).resolve()) for s in record["render"]["shards"]}
+    items = []
+    for entry in record["train"]["data"]:
+        rel, _, weight = str(entry).rpartition(":")
+        path = _work_path(work, rel)
+        items.append((path, "training", {"synthloop.weight": weight,
+                                         TAG_NEW_SHARD: str(str(path.resolve()) in new).lower()}))
+    real = Path(config["real_dir"]) if config.get("real_dir") else work / "real"
+    items.append((real / "real-val", "validation", {}))
+    if production is not None:
+        items.append((Path(production), "production", {}))
+    return items
+
+
+def _dataset_name(work: Path, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(work.resolve()))
+    except ValueError:
+        return path.name
+
+
+def _context(d: Any) -> str:
+    return next((tag.value for tag in d.tags if tag.key == TAG_CONTEXT), "")
+
+
+def _log_inputs(c: MlflowClient, run: Run, work: Path, items: list[tuple[Path, str, dict[str, str]]]) -> None:
+    """One MLflow dataset per shard: digest = the shard fingerprint (MLflow's own digest hashes
+    only 10,000 rows), source = the shard directory, rows = its conditions.parquet."""
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from generator.shard import Shard
+
+    have = {(d.dataset.name, d.dataset.digest, _context(d)) for d in (run.inputs.dataset_inputs if run.inputs else [])}
+    todo = []
+    for path, context, tags in items:
+        shard = Shard(path)
+        name = _dataset_name(work, path)
+        if (name, shard.fingerprint, context) in have:
+            continue
+        with warnings.catch_warnings():  # two local sources match a path; integer-column schema hints
+            warnings.simplefilter("ignore", UserWarning)
+            ds = from_pandas(shard.conditions(), source=str(path.resolve()), digest=shard.fingerprint,
+                             name=name)
+            entity = ds._to_mlflow_entity()
+        todo.append(DatasetInput(entity, tags=[InputTag(TAG_CONTEXT, context),
+                                               *(InputTag(k, v) for k, v in tags.items())]))
+    if todo:
+        c.log_inputs(run.info.run_id, datasets=todo)
+
+
+def log_iteration(t: Tracking, run_id: str, parent_id: str, work: Path, record: dict[str, Any],
+                  config: dict[str, Any], *, production: Path | None = None) -> None:
+    """Log completed iteration ``record`` (a ``history.json`` entry; paths relative to
+    ``work``) on its child run ``run_id`` and the loop curve on ``parent_id``. Idempotent."""
+    from flows.tracking_artifacts import log_iteration_files
+
+    c, work, k = client(t.uri), Path(work), int(record["iteration"])
+    run = c.get_run(run_id)
+    if run.data.tags.get(TAG_ITERATION) not in (None, str(k)):
+        raise field_error("log_iteration.run_id", f"must be iteration {k}'s run", run.data.tags[TAG_ITERATION],
+                          "pass the run id open_iteration_run returned for this iteration")
+    log_params(t, run_id, iteration_params(work, record, config))
+    _log_inputs(c, run, work, dataset_items(work, record, config, production))
+    _log_metrics(c, run_id, k, iteration_metrics(work, record), set(run.data.metrics))
+    _log_parent_curve(c, parent_id, k, record)
+    weakest = (record.get("evaluate") or {}).get("weakest")
+    _set_tags(c, run_id, {TAG_WEAKEST: weakest} if weakest else {})
+    log_iteration_files(c, run_id, parent_id, work, record, config)

@@ -1,0 +1,199 @@
+"""Each iteration's checkpoint as an MLflow 3 logged model, registered with a ``champion`` alias.
+
+:func:`log_model` turns ``iter_k/model/`` (model.pt + model.json) into a pyfunc model — this
+module is its ``loader_module``: :func:`_load_pyfunc` loads the checkpoint with
+``trainer.api.load_detector`` on the CPU — and registers it as a new version of
+``Tracking.model_name`` tagged ``synthloop.run_id`` / ``synthloop.iteration`` /
+``synthloop.metric`` (+ ``synthloop.metric_name``, ``synthloop.model_id``). The alias
+``champion`` moves to the new version only when its metric is a finite number strictly above
+the current champion's (read from that version's ``synthloop.metric`` tag).
+
+No global MLflow state is touched: the logged model is created with
+``MlflowClient.create_logged_model``, saved with ``mlflow.pyfunc.save_model`` into a temporary
+directory (pip requirements given explicitly, never inferred) and uploaded with
+``log_model_artifacts``. The version's ``source`` is the logged model's artifact location,
+not ``models:/<model_id>``: for that form MLflow's sqlite registry looks the model up through
+``MlflowClient()`` with the *global* tracking URI (and would create ``./mlflow.db``).
+
+Loading a version needs ``synthloop`` importable (the loader module and ``trainer``):
+``mlflow.pyfunc.load_model(version.source).predict([rgb_uint8_image, ...])``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelOutput
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from flows.tracking import TAG_ITERATION, Tracking, client
+from generator.errors import ConfigError, field_error
+
+CHAMPION = "champion"
+TAG_RUN = "synthloop.run_id"
+TAG_METRIC = "synthloop.metric"
+TAG_METRIC_NAME = "synthloop.metric_name"
+TAG_MODEL_ID = "synthloop.model_id"
+REQUIREMENTS = ("mlflow", "torch", "numpy", "pillow", "pyyaml", "pydantic", "synthloop")
+
+
+def _requirements() -> list[str]:
+    out = []
+    for name in REQUIREMENTS:
+        try:
+            out.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+class DetectorModel:
+    """What ``mlflow.pyfunc.load_model`` wraps: ``predict(images, params)`` with RGB uint8
+    arrays (or image file paths, or a DataFrame with a ``path`` column) returns, per image,
+    ``[{"bbox": [x, y, w, h], "category_id": int, "score": float}, ...]``
+    (``params={"score_threshold": 0.05}`` by default)."""
+
+    def __init__(self, path: str) -> None:
+        from trainer.api import load_detector
+
+        self.detector = load_detector(path, device="cpu")
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+        import numpy as np
+        from PIL import Image
+
+        if hasattr(model_input, "columns"):
+            model_input = list(model_input["path"])
+        if isinstance(model_input, np.ndarray) and model_input.ndim == 3:
+            model_input = [model_input]
+        images = []
+        for item in model_input:
+            if isinstance(item, str | Path):
+                with Image.open(item) as im:
+                    item = np.asarray(im.convert("RGB"))
+            images.append(np.asarray(item))
+        threshold = float((params or {}).get("score_threshold", 0.05))
+        return self.detector.predict(images, score_threshold=threshold)
+
+
+def _load_pyfunc(data_path: str) -> DetectorModel:
+    """pyfunc loader entry point (``loader_module: flows.tracking_model``)."""
+    return DetectorModel(data_path)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _version_of_run(c: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    found = [mv for mv in c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+             if mv.tags.get(TAG_RUN) == run_id]
+    return min(found, key=lambda mv: int(mv.version)) if found else None
+
+
+def _ready_model_of_run(c: MlflowClient, experiment: str, run_id: str, k: int) -> str | None:
+    """A finished logged model of this run and iteration (a crash before registering left it)."""
+    for m in c.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'"):
+        if str(m.status) in ("READY", "LoggedModelStatus.READY") and m.tags.get(TAG_ITERATION) == str(k):
+            return str(m.model_id)
+    return None
+
+
+def _new_logged_model(c: MlflowClient, experiment: str, run_id: str, model_dir: Path, k: int) -> str:
+    """Create, fill and finalize a logged model from the checkpoint directory."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    lm = c.create_logged_model(experiment, name=f"detector-iter{k}", source_run_id=run_id,
+                               tags={TAG_ITERATION: str(k), "synthloop.checkpoint": str(model_dir.resolve())},
+                               model_type="synthloop-detector")
+    try:
+        with tempfile.TemporaryDirectory(prefix="synthloop-model-") as tmp:
+            local = Path(tmp) / "model"
+            meta = Model(artifact_path=lm.artifact_location, model_uuid=lm.model_id, run_id=run_id,
+                         model_id=lm.model_id)
+            mlflow.pyfunc.save_model(str(local), loader_module=__name__, data_path=str(model_dir),
+                                     pip_requirements=_requirements(), mlflow_model=meta,
+                                     metadata={"synthloop_iteration": k})
+            c.log_model_artifacts(lm.model_id, str(local))
+        c.log_outputs(run_id, [LoggedModelOutput(lm.model_id, step=k)])
+        c.finalize_logged_model(lm.model_id, "READY")
+    except BaseException:
+        c.finalize_logged_model(lm.model_id, "FAILED")
+        raise
+    return str(lm.model_id)
+
+
+def _ensure_registered(c: MlflowClient, name: str) -> None:
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        try:
+            c.create_registered_model(name, description="synthloop detector, one version per loop iteration; "
+                                                        "alias `champion` = best on the tracked metric")
+        except MlflowException:  # created meanwhile by another worker
+            c.get_registered_model(name)
+
+
+def _champion(c: MlflowClient, name: str) -> ModelVersion | None:
+    try:
+        return c.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _promote(c: MlflowClient, name: str, mv: ModelVersion, metric: float | None, metric_name: str) -> bool:
+    """Move ``champion`` to ``mv`` when ``metric`` strictly beats the champion's; True when
+    ``mv`` is the champion afterwards."""
+    current = _champion(c, name)
+    if current is not None and str(current.version) == str(mv.version):
+        return True
+    if not _finite(metric):
+        return False
+    if current is not None:
+        if current.tags.get(TAG_METRIC_NAME, metric_name) != metric_name:
+            raise ConfigError(f"log_model.metric_name: champion v{current.version} of {name!r} was chosen on "
+                              f"{current.tags.get(TAG_METRIC_NAME)!r}, but got {metric_name!r}; compare one "
+                              "metric per registered model (or register under another model_name)")
+        try:
+            best = float(current.tags.get(TAG_METRIC, "nan"))
+        except ValueError:
+            best = math.nan
+        if math.isfinite(best) and not float(metric) > best:  # type: ignore[arg-type]
+            return False
+    c.set_registered_model_alias(name, CHAMPION, mv.version)
+    return True
+
+
+def log_model(t: Tracking, run_id: str, model_dir: Path, k: int, metric: float | None, *,
+              metric_name: str = "real_val_map50") -> dict[str, Any]:
+    """Log ``model_dir`` as iteration ``k``'s logged model on run ``run_id``, register it as a
+    version of ``t.model_name`` and move ``champion`` on a strict improvement of ``metric``.
+    A second call for the same run returns the existing version (and re-checks the alias).
+
+    Returns ``{"model_id", "version", "champion", "model_uri"}`` (``models:/<name>/<version>``).
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.pt").is_file() or not (model_dir / "model.json").is_file():
+        raise field_error("log_model.model_dir", "must be a checkpoint directory with model.pt and model.json",
+                          str(model_dir), "pass iter_k/model of a completed iteration")
+    c = client(t.uri)
+    _ensure_registered(c, t.model_name)
+    mv = _version_of_run(c, t.model_name, run_id)
+    if mv is None:
+        experiment = c.get_run(run_id).info.experiment_id
+        model_id = _ready_model_of_run(c, experiment, run_id, k) or _new_logged_model(c, experiment, run_id,
+                                                                                      model_dir, k)
+        tags = {TAG_RUN: run_id, TAG_ITERATION: str(k), TAG_MODEL_ID: model_id, TAG_METRIC_NAME: metric_name,
+                TAG_METRIC: repr(float(metric)) if _finite(metric) else "none"}  # type: ignore[arg-type]
+        mv = c.create_model_version(t.model_name, source=c.get_logged_model(model_id).artifact_location,
+                                    run_id=run_id, tags=tags, model_id=model_id)
+    champion = _promote(c, t.model_name, mv, metric, metric_name)
+    return {"model_id": mv.tags.get(TAG_MODEL_ID), "version": str(mv.version), "champion": champion,
+            "model_uri": f"models:/{t.model_name}/{mv.version}"}

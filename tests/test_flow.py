@@ -1,0 +1,150 @@
+"""The closed-loop Prefect flow (flows/closed_loop.py) on a temporary Prefect server with a
+local SQLite MLflow store: fake renderer, 64² images, a couple of training steps.
+
+What a user relies on: a run leaves the loop's files, its MLflow lineage and its Prefect
+artifacts; running it again duplicates nothing (no re-render, no second MLflow run or model
+version); `add_iterations` grows a finished loop; bad settings fail before anything is written.
+The real-server, browser and SIGKILL tests live in tests/test_integration.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.loop_state import LoopHistory
+from flows.settings import LoopSettings
+from generator.errors import ConfigError
+from generator.real.build import build_real_set
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"real-train": 20, "real-val": 30, "real-test": 20}
+
+
+@pytest.fixture(scope="module")
+def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("flow-real") / "real"
+    build_real_set(out, seed=0, sizes=SMALL)
+    return out
+
+
+def settings(work: Path, real: Path, **kw: Any) -> LoopSettings:
+    base: dict[str, Any] = {
+        "workdir": str(work / "loop"), "real_dir": str(real), "iterations": 2, "images_per_iteration": 6,
+        "render_shards": 2, "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64,
+        "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu",
+        "tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "experiment": "flow-test", "model_name": "flow-test"}
+    return LoopSettings.build({**base, **kw})
+
+
+def mlflow_state(s: LoopSettings) -> dict[str, Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=s.tracking_uri)
+    exp = client.get_experiment_by_name(s.experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=100) if exp else []
+    versions = client.search_model_versions(f"name='{s.model_name}'")
+    return {"runs": sorted((r.info.run_id, r.data.tags.get("synthloop.iteration")) for r in runs),
+            "versions": sorted(int(v.version) for v in versions)}
+
+
+@pytest.fixture(scope="module")
+def loop_run(prefect: None, real: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from flows.closed_loop import closed_loop
+
+    work = tmp_path_factory.mktemp("flow")
+    s = settings(work, real)
+    rows = closed_loop(s)
+    return {"settings": s, "rows": rows, "state": mlflow_state(s),
+            "history": json.loads((Path(s.workdir) / "history.json").read_text())}
+
+
+def test_flow_runs_every_step_and_tracks_the_lineage(loop_run: dict[str, Any]) -> None:
+    s, rows, state = loop_run["settings"], loop_run["rows"], loop_run["state"]
+    assert [r["iteration"] for r in rows] == [0, 1] and [r["images_rendered"] for r in rows] == [6, 12]
+    work = Path(s.workdir)
+    for k in (0, 1):
+        for rel in ("params.yaml", "shard-0/manifest.json", "shard-1/manifest.json", "model/model.json",
+                    "report/report.json", "decision.json"):
+            assert (work / f"iter_{k}" / rel).is_file(), rel
+    iterations = sorted(it for _, it in state["runs"] if it is not None)
+    assert iterations == ["0", "1"] and len(state["runs"]) == 3  # parent + one child per iteration
+    assert state["versions"] == [1, 2]
+
+
+def test_flow_publishes_prefect_artifacts(loop_run: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.publish import artifact_key
+
+    cfg = loop_run["settings"].loop_config()
+    keys = [artifact_key(cfg, s) for s in ("iter-0", "iter-1", "iter-1-changes", "progress")]
+    with get_client(sync_client=True) as client:
+        wanted = ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        found = {a.key: a for a in client.read_artifacts(artifact_filter=wanted)}
+    assert set(found) == set(keys)
+    md = str(found[keys[1]].data)
+    assert "iteration 1" in md and "real-val" in md and "MLflow run" in md
+    assert float(found[keys[3]].data) == pytest.approx(100.0)
+
+
+def test_running_the_same_loop_again_duplicates_nothing(loop_run: dict[str, Any]) -> None:
+    from flows.closed_loop import closed_loop
+
+    s = loop_run["settings"]
+    manifest = Path(s.workdir) / "iter_1" / "shard-1" / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    rows = closed_loop(s)
+    assert rows == loop_run["rows"]
+    assert json.loads((Path(s.workdir) / "history.json").read_text()) == loop_run["history"]
+    assert mlflow_state(s) == loop_run["state"]
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_add_iterations_grows_a_finished_loop(loop_run: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from flows.closed_loop import closed_loop
+
+    s = loop_run["settings"]
+    work = tmp_path / "copy"
+    shutil.copytree(Path(s.workdir), work / "loop")
+    shutil.copy(Path(s.tracking_uri.removeprefix("sqlite:///")), work / "mlflow.db")
+    grown = settings(work, Path(s.real_dir), add_iterations=1)
+    rows = closed_loop(grown)
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert len(LoopHistory.open(grown.loop_config()).entries) == 3
+    assert mlflow_state(grown)["versions"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("change, field", [({"iterations": 0}, "loop.iterations"),
+                                           ({"render_shards": 0}, "loop.render_shards"),
+                                           ({"add_iterations": -1}, "loop.add_iterations"),
+                                           ({"policy": "greedy"}, "--policy")])
+def test_bad_settings_fail_before_anything_is_written(tmp_path: Path, change: dict[str, Any], field: str) -> None:
+    from flows.cli import main
+
+    args = ["run", "--workdir", str(tmp_path / "loop"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    tiny = {"backend": "fake", "images_per_iteration": 2, "steps_per_iteration": 1, "width": 64, "height": 64}
+    args += [f"--set={k}={v}" for k, v in {**tiny, **change}.items()]  # tiny: a missed error must not run long
+    with pytest.raises(ConfigError) as exc:
+        LoopSettings.build({"workdir": str(tmp_path / "loop"), **change}).loop_config()
+    assert str(exc.value).startswith(field) and "\n" not in str(exc.value)
+    assert main(args) == 2
+    assert not (tmp_path / "loop").exists() and not (tmp_path / "m.db").exists()
