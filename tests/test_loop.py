@@ -41,7 +41,8 @@ def tiny(work: Path, real: Path | None = None, **kw: Any) -> LoopConfig:
     base: dict[str, Any] = {
         "workdir": str(work), "real_dir": None if real is None else str(real), "iterations": 2,
         "images_per_iteration": 4, "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64,
-        "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "optuna"}
+        "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "optuna",
+        "render_shards": 1}
     return LoopConfig(**{**base, **kw})
 
 
