@@ -44,13 +44,21 @@ def timed(fn: Any, *a: Any, **kw: Any) -> tuple[Any, float]:
 
 def score(model: Path, data: Path, out: Path, final: bool) -> dict[str, Any]:
     opts = EvalOptions(resamples=200)
-    (_, ev), secs = timed(evaluate_model, model, data, out, opts, final_report=final, overwrite=True, progress=False)
+    (_, ev), secs = timed(evaluate_model, model, data, out, opts, scenario="digits", final_report=final,
+                          overwrite=True, progress=False)
     o = ev.report["overall"]
     weak = ev.report.get("weak_slices") or []
     worst = min((s["recall"] for s in ev.report.get("slices", []) if s.get("recall") is not None), default=None)
     return {"map50": round(o["map50"], 4), "map": round(o["map"], 4), "recall": round(o["recall"], 4),
             "worst_slice_recall": None if worst is None else round(worst, 4),
             "top_weak": [f"{w['condition']} {w['side']} {w['recall']:.2f}" for w in weak[:3]], "eval_s": secs}
+
+
+def _same_budget(model: Path, steps: int) -> bool:
+    try:
+        return int(json.loads((model / "model.json").read_text())["steps"]) == steps
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def main() -> None:
@@ -64,6 +72,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default="a,b,c,d", help="which of a,b,c,d to run (d needs a)")
+    ap.add_argument("--reuse-models", action="store_true",
+                    help="keep a model already in WORK trained with the same steps (its train time is not re-measured)")
     ap.add_argument("--pretrained", default=None,
                     help="(a)'s checkpoint for (d) when (a) is not run now (default: WORK/model-a_synthetic_only)")
     args = ap.parse_args()
@@ -90,7 +100,14 @@ def main() -> None:
     for name, (data, kw) in runs.items():
         if name[0] not in wanted:
             continue
-        r, t = timed(train, data, work / f"model-{name}", **budget, **kw)
+        out = work / f"model-{name}"
+        if args.reuse_models and _same_budget(out, args.steps):
+            meta = json.loads((out / "model.json").read_text())
+            res[name] = {"train_s": "reused", "img_s": None, "final_loss": round(meta["final_loss"], 4),
+                         "real_test": score(out, real / "real-test", work / f"rep-{name}", True)}
+            print(name, json.dumps(res[name]), flush=True)
+            continue
+        r, t = timed(train, data, out, **budget, **kw)
         res[name] = {"train_s": t, "img_s": round(r.images_per_s, 1), "final_loss": round(r.final_loss, 4),
                      "real_test": score(work / f"model-{name}", real / "real-test", work / f"rep-{name}", True)}
         if name == "a_synthetic_only":

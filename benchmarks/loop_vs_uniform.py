@@ -44,13 +44,15 @@ from flows.loop import IterationRecord, LoopConfig, evaluate_step, run_loop
 from generator import atomic
 
 POLICIES = ("uniform", "optuna")
-# cpu: sized from one iteration measured on 2 idle CPU cores (pyrender on EGL/llvmpipe, CenterNet
-# width 32 at 128² ≈ 79 training img/s): render 300 ≈ 17 s, 150 steps × 16 ≈ 33 s, real-val
-# eval ≈ 11 s, real-test eval ≈ 13 s, policy ≈ 1 s: ≈ 75 s per iteration; real set build ≈ 13 s
-# once. 3 seeds × (4 uniform + 3 loop iterations; iteration 0 shared) ≈ 27 min. Contention
-# (other jobs on the cores) slows training most. gpu: larger, not measured yet.
+# cpu: the first sizing (4 × 300 images, 150 steps × 16 per iteration) left the model at
+# real-val mAP@0.5 ≈ 0.01 with no weak slice: no signal to steer on, so the loop equalled
+# uniform by construction. A loop at 400 images and 300 steps × 32 per iteration reached 0.04 →
+# 0.05 → 0.10 over 3 iterations with weak slices from iteration 0 on. Now: 3 iterations ×
+# 300 images, 200 steps × 32 (≈ 6,400 training images ≈ 90 s at ~70 img/s on 2 idle cores),
+# real-val and real-test evaluations ≈ 15 s each: ≈ 2.3 min per iteration; 3 seeds × (3 uniform
+# + 2 loop iterations, iteration 0 shared) ≈ 35 min on idle cores. gpu: larger, not measured.
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"iterations": 4, "images_per_iteration": 300, "steps_per_iteration": 150, "batch_size": 16,
+    "cpu": {"iterations": 3, "images_per_iteration": 300, "steps_per_iteration": 200, "batch_size": 32,
             "render_workers": 2, "eval_resamples": 0, "backend": "pyrender", "real_sizes": None, "seeds": 3},
     "gpu": {"iterations": 8, "images_per_iteration": 2000, "steps_per_iteration": 1000, "batch_size": 64,
             "render_workers": 12, "eval_resamples": 200, "backend": "pyrender", "real_sizes": None, "seeds": 3},
