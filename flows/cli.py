@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "policy": "policy",
+    "production": "production",
     "validate": "validate",
     "coverage": "coverage",
     "preview": "preview",

@@ -5,7 +5,8 @@ add a row there to add an action):
 
 - ``data real``: build the built-in real set (real MNIST digits on real photos) as three
   disjoint shards ``real-train``, ``real-val``, ``real-test``;
-- ``data import-coco``: validate a COCO dataset and write its valid subset as a shard.
+- ``data import-coco``: validate a COCO dataset and write its valid subset as a shard;
+- ``data simulate-production``: a drifting production stream (frames, log, held-out truth).
 
 Libraries are imported inside the ``_run_*`` functions so ``synthloop --help`` stays fast.
 """
@@ -115,9 +116,62 @@ def _run_import_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_simulate_production(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "simulate-production",
+        help="write a drifting production stream (frames + log with the model's predictions)",
+        description=(
+            "A stand-in for a deployed camera: time-stamped batches of real MNIST digits on real photos "
+            "(sources disjoint from real-test) that drift over time (darker, noisier, busier frames, "
+            "smaller digits), with MODEL's predictions and, for a share of frames, reviewed labels, as a "
+            "production log (OUT/log/*.jsonl) plus OUT/holdout, a shard of the frames whose labels were "
+            "not shared. See docs/production.md."
+        ),
+    )
+    p.add_argument("--out", required=True, help="directory to create (log/, frames/, holdout/, manifest.json)")
+    p.add_argument("--model", required=True, help="detector checkpoint whose predictions are logged (the champion)")
+    p.add_argument("--batches", type=int, default=6, help="time-stamped batches (default 6)")
+    p.add_argument("--frames-per-batch", type=int, default=40, help="frames per batch (default 40)")
+    p.add_argument("--label-share", type=float, default=0.2,
+                   help="share of frames whose reviewed labels go into the log (default 0.2)")
+    p.add_argument("--drift", type=float, default=1.0,
+                   help="drift strength in [0, 1] reached by the last batch; 0 = stationary (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed => same files")
+    p.add_argument("--start", default="2024-01-01T00:00:00+00:00",
+                   help="time of the first frame, ISO 8601 with offset (default 2024-01-01T00:00:00+00:00)")
+    p.add_argument("--interval-minutes", type=float, default=60.0, help="minutes between batches (default 60)")
+    p.add_argument("--real-set", default=None, metavar="DIR",
+                   help="real set built by `data real`: its allocation.json gives the digit pools "
+                        "(default: the pools of `data real --seed 0`)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    return p
+
+
+def _run_simulate_production(args: argparse.Namespace) -> int:
+    from evaluator.predict import model_identity, open_detector
+    from generator.atomic import prepare_output_dir
+    from generator.real.production import StreamConfig
+    from generator.real.production_sim import simulate_production
+
+    cfg = StreamConfig(batches=args.batches, frames_per_batch=args.frames_per_batch, label_share=args.label_share,
+                       drift=args.drift, seed=args.seed, start=args.start,
+                       interval_minutes=args.interval_minutes).validate()
+    prepare_output_dir(args.out, args.overwrite)
+    detector = open_detector(args.model)
+    identity = model_identity(args.model, detector)
+    version = str(identity.get("fingerprint") or str(identity.get("sha256"))[:16])
+    s = simulate_production(args.out, detector, version, cfg, real_set=args.real_set, overwrite=args.overwrite,
+                            progress=sys.stderr.isatty())
+    print(f"{s.batches} batches, {s.frames} frames ({s.reviewed} with reviewed labels, {s.holdout} held out), "
+          f"model {s.model_version}, fingerprint {s.fingerprint}")
+    print(f"wrote {args.out}: log/ ({len(s.log_files)} files), frames/, holdout/, manifest.json")
+    return 0
+
+
 ACTIONS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "real": (_add_real, _run_real),
     "import-coco": (_add_import_coco, _run_import_coco),
+    "simulate-production": (_add_simulate_production, _run_simulate_production),
 }
 
 

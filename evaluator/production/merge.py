@@ -1,0 +1,202 @@
+"""Merge a real-val failure report with a production window's signals into one report.
+
+The result is an ordinary ``synthloop-failure-report`` (same schema version, kind, ``data``,
+``overall``, ``slices``…: the real-val report's), so the policy consumes it unchanged; only
+``weak_slices`` change and a ``production`` block is added:
+
+1. **Re-weighting.** Each real-val weak slice's score is multiplied by
+   ``w = clip(p_prod / p_val, *weight_range)`` — how much more common its condition bin is in
+   production than in real-val. ``p_val`` = the slice's support over the report's objects
+   (object conditions) or its images over the report's images (image conditions); ``p_prod``
+   = the bin's production ``prevalence`` from the signals. A failure on dark frames gains
+   weight when night falls on the camera; one on a condition production never shows loses
+   weight but is not erased. ``w = 1`` (with the reason) when the condition cannot be
+   estimated from a production log or the window is too small (``min_window_images``).
+2. **Reviewed failures.** A production bin whose reviewed recall is significantly below the
+   real-val overall recall (Wilson 95% upper bound below it, as the evaluator's rule) becomes
+   a weak slice with ``source: "production-reviewed"`` and score ``gap × √support``.
+3. All weak slices are ranked again by score.
+
+The merge refuses a real-test or ``final_report`` report (the policy's rule), a signals dict
+sliced with another report's bin edges, and a ``no_data`` window: an empty window yields no
+merged report at all — use the real-val report alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from evaluator.evaluate import REPORT_KIND
+from evaluator.production.monitor import SIGNALS_KIND
+from evaluator.production.options import ProductionOptions
+from evaluator.slices import weak_slices
+from evaluator.stats import significantly_below
+from generator import atomic
+from generator.errors import ConfigError, DataError
+from generator.scenario import Scenario
+
+HELD_OUT_SPLIT = "real-test"
+
+
+def _block(report: dict[str, Any], key: str) -> dict[str, Any]:
+    value = report.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def report_identity(report: dict[str, Any]) -> dict[str, Any]:
+    """sha256 of a report's canonical JSON plus its data fingerprint and split."""
+    data = _block(report, "data")
+    text = json.dumps(report, sort_keys=True, default=str)
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "data_fingerprint": data.get("fingerprint"),
+            "split": data.get("split")}
+
+
+def load_val_report(path: str | Path) -> dict[str, Any]:
+    """Read a real-val ``report.json`` (or the report directory holding one)."""
+    p = Path(path)
+    p = p / "report.json" if p.is_dir() else p
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"--real-val-report: {str(p)!r} must be a readable report.json ({exc}); pass the "
+                          "report written by `synthloop evaluate` on real-val") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--real-val-report: {str(p)!r} must hold a JSON object, but got {type(data).__name__}")
+    return data
+
+
+def check_val_report(report: dict[str, Any], scenario: Scenario) -> None:
+    """Refuse what the policy would refuse: another kind or scenario, real-test, final_report."""
+    if report.get("kind") != REPORT_KIND or not isinstance(report.get("overall"), dict):
+        raise ConfigError(f"--real-val-report: kind must be {REPORT_KIND!r} with an `overall` block, but got "
+                          f"kind={report.get('kind')!r}; pass a report.json written by `synthloop evaluate`")
+    data = _block(report, "data")
+    if data.get("split") == HELD_OUT_SPLIT or report.get("final_report"):
+        raise DataError(f"--real-val-report: data.split must not be {HELD_OUT_SPLIT!r} and final_report must be "
+                        f"false (got split={data.get('split')!r}, final_report={report.get('final_report')!r}); "
+                        "merge a real-val report so the loop never steers on the test set")
+    sc = report.get("scenario")
+    name = sc.get("name") if isinstance(sc, dict) else sc
+    if name != scenario.name:
+        raise DataError(f"--real-val-report: scenario.name must be {scenario.name!r}, but got {name!r}; "
+                        "pass a report of the model's scenario")
+
+
+def _check_signals(signals: dict[str, Any], report: dict[str, Any]) -> None:
+    if signals.get("kind") != SIGNALS_KIND:
+        raise ConfigError(f"signals: kind must be {SIGNALS_KIND!r}, but got {signals.get('kind')!r}")
+    if signals.get("status") != "ok":
+        window = (signals.get("window") or {}).get("id")
+        raise DataError(f"production window {window}: status must be 'ok' to merge, but got "
+                        f"{signals.get('status')!r} ({signals.get('reason')}); no merged report is made from "
+                        "an empty window — give the policy the real-val report alone")
+    used = (signals.get("sliced_with") or {}).get("report") or {}
+    if used.get("sha256") != report_identity(report)["sha256"]:
+        raise DataError("signals: must be sliced with this real-val report's bin edges, but sliced_with is "
+                        f"{signals.get('sliced_with')!r}; recompute them with --real-val-report")
+
+
+def _finite(x: Any) -> float | None:
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else None
+
+
+def _val_prevalence(w: dict[str, Any], report: dict[str, Any]) -> float | None:
+    counts = report.get("counts") or {}
+    if w.get("level") == "image":
+        n, total = _finite(w.get("support_images")), _finite(counts.get("images"))
+    else:
+        n, total = _finite(w.get("support")), _finite(counts.get("objects"))
+    return n / total if n is not None and total else None
+
+
+def _bin(signals: dict[str, Any], condition: str, b: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    for c in signals.get("slices") or []:
+        if c.get("condition") == condition and c.get("status") == "ok":
+            match = [e for e in c["bins"] if e["bin"] == b]
+            return c, (match[0] if match else None)
+    return None, None
+
+
+def _weight(w: dict[str, Any], report: dict[str, Any], signals: dict[str, Any], options: ProductionOptions,
+            enough: str | None) -> dict[str, Any]:
+    """The ``production`` entry of one real-val weak slice: weight, both prevalences, reason."""
+    cond, entry = _bin(signals, w["condition"], w.get("bin"))
+    p_val = _val_prevalence(w, report)
+    p_prod = _finite(entry.get("prevalence")) if entry else None
+    out: dict[str, Any] = {"weight": 1.0, "prevalence": p_prod, "real_val_prevalence": p_val,
+                           "prevalence_source": cond.get("prevalence_source") if cond else None, "reason": None}
+    if enough is not None:
+        return {**out, "reason": enough}
+    if cond is None or entry is None:
+        return {**out, "reason": "the condition cannot be estimated from a production log"}
+    if p_prod is None or not p_val:
+        return {**out, "reason": "prevalence undefined (no production units or no real-val support)"}
+    lo, hi = options.weight_range
+    return {**out, "weight": min(max(p_prod / p_val, lo), hi)}
+
+
+def _reviewed_slices(signals: dict[str, Any], overall_recall: float) -> list[dict[str, Any]]:
+    """Production bins with reviewed objects, as evaluator slice dicts against real-val recall."""
+    rows = []
+    for c in signals.get("slices") or []:
+        for e in c.get("bins", []) if c.get("status") == "ok" else []:
+            r = e.get("reviewed")
+            if not r or not r["support"]:
+                continue
+            n, k = r["support"], r["detected"]
+            gap = overall_recall - k / n
+            rows.append({"condition": c["condition"], "column": c["column"], "level": c["level"], "bin": e["bin"],
+                         "range": e["range"], "side": e["side"], "recall": k / n, "recall_ci": r["recall_ci"],
+                         "gap": gap, "support_objects": n, "support_images": r["support_images"],
+                         "precision": r["precision"], "ap": None, "score": gap * math.sqrt(n),
+                         "significant": significantly_below(k, n, overall_recall)})
+    return rows
+
+
+def merge_reports(val_report: dict[str, Any], signals: dict[str, Any], scenario: Scenario,
+                  options: ProductionOptions | None = None) -> dict[str, Any]:
+    """The merged report (module docstring). Raises for refused inputs and ``no_data`` windows."""
+    options = (options or ProductionOptions()).validate()
+    check_val_report(val_report, scenario)
+    _check_signals(signals, val_report)
+    frames = int((signals.get("overall") or {}).get("readable_frames") or 0)
+    enough = None if frames >= options.min_window_images else (
+        f"window has {frames} readable frames < min_window_images {options.min_window_images}")
+    merged: list[dict[str, Any]] = []
+    for w in val_report.get("weak_slices") or []:
+        prod = _weight(w, val_report, signals, options, enough)
+        score = _finite(w.get("score"))
+        merged.append({**w, "source": "real-val", "real_val_score": score,
+                       "score": None if score is None else score * prod["weight"], "production": prod})
+    overall = _finite(val_report["overall"].get("recall"))
+    added = [] if enough is not None or overall is None else [
+        {**w, "source": "production-reviewed"}
+        for w in weak_slices(_reviewed_slices(signals, overall), scenario, overall)]
+    ranked = sorted(merged + added, key=lambda w: (-(w["score"] or 0.0), w["condition"], w["bin"], w["source"]))
+    out = copy.deepcopy(val_report)
+    out["weak_slices"] = [{**w, "rank": i} for i, w in enumerate(ranked, start=1)]
+    out["production"] = _production_block(signals, options, enough, len(added))
+    return atomic.jsonable(out)
+
+
+def _production_block(signals: dict[str, Any], options: ProductionOptions, enough: str | None,
+                      n_added: int) -> dict[str, Any]:
+    lo, hi = options.weight_range
+    return {
+        "window": signals["window"], "counts": signals["counts"], "status": signals["status"],
+        "frames": (signals.get("overall") or {}).get("frames"),
+        "weighting": "prevalence" if enough is None else f"none: {enough}",
+        "rule": f"real-val weak slice score x clip(p_prod / p_val, {lo}, {hi}); reviewed production bins "
+                "significantly below the real-val recall added as weak slices",
+        "drift": [{k: d.get(k) for k in ("condition", "status", "psi", "ks_p", "direction")}
+                  for d in signals.get("drift") or []],
+        "drifted": list(signals.get("drifted") or []),
+        "reviewed_weak_slices": n_added,
+        "signals_sha256": hashlib.sha256(json.dumps(signals, sort_keys=True).encode()).hexdigest(),
+    }

@@ -1,0 +1,111 @@
+"""``synthloop production ACTION``: production data as a failure signal.
+
+- ``production ingest``: read what is new in a production log (watermark: each record counted
+  once across runs), measure drift against the training shards and failure proxies per slice,
+  write ``signals.json`` / ``signals.md`` and, with ``--real-val-report``, the merged
+  ``report.json`` / ``report.md`` the policy reads. The watermark is committed only after the
+  outputs are written; rerunning after a crash rewrites the same window (same id) and counts
+  nothing twice. See docs/production.md.
+
+Libraries are imported inside ``_run_*`` so ``synthloop --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+DESCRIPTION = "Ingest a deployed model's production log: drift, failure proxies, merged failure report."
+
+
+def _add_ingest(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "ingest", help="ingest new production-log records and write drift and failure signals",
+        description=(
+            "Read the *.jsonl records under LOG that earlier runs have not consumed (malformed lines are "
+            "skipped and reported with their line numbers), estimate each frame's conditions from its "
+            "pixels and predicted boxes, test them for drift (PSI and KS) against the reference shards, "
+            "compute low-confidence rate and score entropy per slice and real errors where labels were "
+            "reviewed, and write REPORT_DIR atomically. With --real-val-report, also write the merged "
+            "failure report (weak slices re-weighted by production prevalence) for `synthloop policy "
+            "next`. A window without new records gives an explicit 'no data' result and no merged report."),
+    )
+    p.add_argument("--log", required=True, metavar="DIR", help="production log directory (*.jsonl, any depth)")
+    p.add_argument("--state", default=None, metavar="FILE",
+                   help="watermark state file (default LOG/ingest-state.json)")
+    p.add_argument("--reference", required=True, nargs="+", metavar="SHARD",
+                   help="shards the model was trained on: the reference distribution for drift")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output directory to create")
+    p.add_argument("--real-val-report", default=None, metavar="REPORT",
+                   help="real-val report.json (or its directory) to merge the production signals into")
+    p.add_argument("--scenario", default="digits", metavar="S",
+                   help="scenario name or YAML whose conditions define the slices (default digits)")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="operating score threshold (default: the real-val report's, else 0.3)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    return p
+
+
+def _summary(signals: dict[str, Any], merged: dict[str, Any] | None, out: str) -> list[str]:
+    c = signals["counts"]
+    lines = [f"window {signals['window']['id']}: lines {c['total']} (new {c['new']}, duplicate {c['duplicate']}, "
+             f"malformed {c['malformed']}); incomplete last lines left for later {c['partial_lines']}"]
+    lines += [f"  malformed {m['file']}:{m['line']} {m['field']}: {m['rule']}" for m in signals["malformed"][:5]]
+    if signals["status"] != "ok":
+        return [*lines, f"no data: {signals['reason']}; no drift or failure signal, no merged report",
+                f"wrote {out}/signals.json"]
+    lines.append(f"drifted conditions: {', '.join(signals['drifted']) or 'none'}")
+    if merged is not None:
+        for w in merged["weak_slices"][:3]:
+            weight = (w.get("production") or {}).get("weight")
+            lines.append(f"  {w['rank']}. {w['condition']} {w['side']} ({w['source']}): score {w['score']:.2f}"
+                         + (f" (weight {weight:.2f})" if weight is not None else ""))
+    files = "signals.json, signals.md" + (", report.json, report.md" if merged is not None else "")
+    return [*lines, f"wrote {out}: {files}"]
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    from evaluator.production import ProductionOptions, commit, read_window, reference_tables, window_signals
+    from evaluator.production.merge import check_val_report, load_val_report, merge_reports
+    from evaluator.production.report import window_id_at, write_outputs
+    from generator.atomic import prepare_output_dir
+    from generator.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    val = load_val_report(args.real_val_report) if args.real_val_report is not None else None
+    if val is not None:
+        check_val_report(val, scenario)
+    threshold = args.score_threshold
+    if threshold is None:
+        threshold = ((val or {}).get("settings") or {}).get("score_threshold", 0.3)
+    options = ProductionOptions(score_threshold=threshold).validate()
+    result = read_window(args.log, args.state, classes=scenario.classes)
+    if window_id_at(args.out) == result.window_id:  # a run that crashed before its commit
+        commit(result)
+        print(f"window {result.window_id} was already written to {args.out}; watermark committed")
+        return 0
+    prepare_output_dir(args.out, args.overwrite)
+    signals = window_signals(result, reference_tables(args.reference), scenario, options, val)
+    merged = merge_reports(val, signals, scenario, options) if val is not None and signals["status"] == "ok" else None
+    write_outputs(args.out, signals, merged, args.overwrite)
+    commit(result)
+    print("\n".join(_summary(signals, merged, args.out)))
+    return 0
+
+
+ACTIONS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+    "ingest": (_add_ingest, _run_ingest),
+}
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``production`` and its actions on the top-level subparsers."""
+    p = sub.add_parser("production", help=DESCRIPTION, description=DESCRIPTION)
+    actions = p.add_subparsers(dest="production_action", metavar="ACTION", required=True)
+    for name, (add, _) in ACTIONS.items():
+        add(actions).set_defaults(func=run, production_action=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    return ACTIONS[args.production_action][1](args)
