@@ -17,8 +17,8 @@ import yaml
 from generator.errors import field_error
 
 OPTIONS = (("workdir", str, "the loop's work directory (default: runs/loop)"),
-           ("iterations", int, "iterations to complete (default: 4)"),
-           ("images_per_iteration", int, "images rendered per iteration (default: 300)"),
+           ("iterations", int, "iterations to complete (default: 3)"),
+           ("images_per_iteration", int, "images rendered per iteration (default: 400)"),
            ("steps_per_iteration", int, "training steps per iteration (default: 300)"),
            ("policy", str, "optuna | uniform | fixed (default: optuna)"),
            ("strategy", str, "synthetic-only | mixed (default: synthetic-only)"),
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.settings import LoopSettings
 
     given = {name: getattr(args, name) for name, _, _ in OPTIONS if getattr(args, name) is not None}
-    settings = LoopSettings.from_file(args.config, **{**parse_sets(args.sets), **given})
+    settings = LoopSettings.from_file(args.config, **{**given, **parse_sets(args.sets)})  # --set last
     cfg = settings.loop_config()
     with prefect_api():
         rows = closed_loop(settings)
