@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "policy": "policy",
     "production": "production",
+    "monitor": "monitor",
     "validate": "validate",
     "coverage": "coverage",
     "preview": "preview",

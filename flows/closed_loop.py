@@ -9,6 +9,8 @@
                                                 cached on the shard fingerprint
         train       iter_k/model                continues from model k-1
         evaluate    iter_k/report               real-val (the policy never sees real-test)
+        production  iter_k/report-production    with settings.production: the frozen window merged
+                                                into the real-val report (what the policy reads)
         decide      iter_k/decision.json        the policy's next params
         record      history.json                the durable resume marker
         track       MLflow child run k          params, datasets, metrics, artifacts, model
@@ -95,6 +97,11 @@ def evaluate(cfg: LoopConfig, k: int, model: Path) -> loop.EvalStep:
     return loop.evaluate_step(cfg, k, model, "real-val")
 
 
+@task(name="evaluate-production", task_run_name="production-iter{k}", cache_policy=NO_CACHE)
+def assess_production(cfg: LoopConfig, k: int, report: dict[str, Any], shards: list[Path]) -> dict[str, Any] | None:
+    return loop.production_step(cfg, k, report, shards)
+
+
 @task(name="policy", task_run_name="policy-iter{k}", cache_policy=NO_CACHE, **IO_RETRY)
 def decide(cfg: LoopConfig, k: int, report: dict[str, Any], params: GenerationParams,
            shards: list[Path]) -> loop.PolicyStep:
@@ -108,7 +115,9 @@ def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: 
     run_id, finished = tracking.open_iteration_run(t, parent, k, previous, flow_run_id)
     if finished:
         return {"run_id": run_id, "model": None, "already": True}
-    tracking.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict())
+    window = (record.get("production") or {}).get("path")
+    tracking.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict(),
+                           production=None if window is None else cfg.work / window)
     model = tracking.log_model(t, run_id, cfg.work / record["train"]["path"], k, record["evaluate"]["map50"])
     tracking.close_run(t, run_id)
     return {"run_id": run_id, "model": model, "already": False}
@@ -140,8 +149,10 @@ def run_one(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
     init = history.resolve(history.entries[-1].train["path"]) if history.entries else None
     t = train(cfg, k, loop.loop_shards(history) + new, init)
     e = evaluate(cfg, k, t.path)
-    p = decide(cfg, k, e.report, params, new)
-    record = loop.iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0)
+    merged = assess_production(cfg, k, e.report, [path for path, _ in t.data]) if cfg.production else None
+    p = decide(cfg, k, merged or e.report, params, new)
+    record = loop.iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0,
+                                   loop.production_record(cfg, k))
     history.append(record)
     return record
 
@@ -177,12 +188,14 @@ def prefect_api() -> Iterator[str]:
     finally:
         from prefect.logging.handlers import APILogHandler
 
-        APILogHandler().flush()  # the run's last log lines, before the server goes
-        if old is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = old
-        server.stop()
+        try:
+            APILogHandler().flush()  # the run's last log lines, before the server goes
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
+            server.stop()
 
 
 def _flow_run_id() -> str | None:
@@ -205,13 +218,17 @@ def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     parent = tracking.open_loop_run(t, cfg.study_name, cfg.to_dict(), run)
     progress = publish.loop_progress(cfg, len(history.entries))
     previous: str | None = None
-    for k in range(cfg.iterations):
-        done = k < len(history.entries)
-        record = history.entries[k] if done else run_one(cfg, k, history)
-        tracked = track(t, parent, k, previous, cfg, record.to_dict(), run)
-        previous = tracked["run_id"]
-        if not done:
-            publish.iteration_artifacts(cfg, t, record, tracked)
-            publish.update_progress(progress, cfg, k + 1)
+    try:
+        for k in range(cfg.iterations):
+            done = k < len(history.entries)
+            record = history.entries[k] if done else run_one(cfg, k, history)
+            tracked = track(t, parent, k, previous, cfg, record.to_dict(), run)
+            previous = tracked["run_id"]
+            if not done:
+                publish.iteration_artifacts(cfg, t, record, tracked)
+                publish.update_progress(progress, cfg, k + 1)
+    except BaseException:
+        tracking.close_run(t, parent, "FAILED")  # a resume reopens it
+        raise
     tracking.close_run(t, parent)
     return [publish.summary_row(e) for e in history.entries]

@@ -5,6 +5,8 @@ Iteration *k* of a loop with work directory ``WORK``::
     params_k ──► render_step ──► WORK/iter_k/shard-<i>/      (render_shards parts; each reused if finished)
                  train_step  ──► WORK/iter_k/model/          (init = model_{k-1}; shards 0..k)
                  evaluate_step ► WORK/iter_k/report/         (real-val only)
+                 production_step WORK/iter_k/report-production/  (only with cfg.production: the
+                                                             window merged into the real-val report)
                  policy_step ──► WORK/iter_k/decision.json   (its params are params_{k+1})
                  then one entry appended to WORK/history.json
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +44,12 @@ from generator.scenario import Scenario, load_scenario
 
 __all__ = ["EvalStep", "IterationRecord", "LoopConfig", "LoopHistory", "PolicyStep", "RealData",
            "RenderStep", "TrainStep", "evaluate_step", "iteration_params", "iteration_record", "iteration_seeds",
-           "loop_shards", "policy_step", "prepare_real", "render_job", "render_parts", "render_step",
-           "run_iteration", "run_loop", "starting_params", "train_step", "write_params"]
+           "loop_shards", "policy_step", "prepare_real", "production_record", "production_step", "render_job",
+           "render_parts", "render_step", "run_iteration", "run_loop", "starting_params", "train_step",
+           "write_params"]
 
 REPORT_DIRS = {"real-val": "report", "real-test": "report-test"}
+PRODUCTION_DIR = "report-production"
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,13 @@ def part_seed(cfg: LoopConfig, k: int, part: int) -> int:
 
 
 def write_params(cfg: LoopConfig, k: int, params: GenerationParams) -> Path:
-    """Validate ``params`` against the scenario and write ``iter_k/params.yaml`` (atomically)."""
+    """Validate ``params`` against the scenario and write ``iter_k/params.yaml`` (atomically).
+    The first step of an iteration: what a killed run left half-written there (``.tmp-*``
+    directories of unfinished shards or checkpoints) is removed (one process per work dir)."""
     validate_params(params, _scenario(cfg))
     cfg.iter_dir(k).mkdir(parents=True, exist_ok=True)
+    for partial in cfg.iter_dir(k).glob(".tmp-*"):
+        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
     path = cfg.iter_dir(k) / "params.yaml"
     params.save(path)
     return path
@@ -246,6 +255,40 @@ def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val")
                     ev.report)
 
 
+def production_step(cfg: LoopConfig, k: int, val_report: dict[str, Any], shards: list[Path]) -> dict[str, Any] | None:
+    """Merge the frozen production window ``cfg.production`` into iteration ``k``'s real-val
+    report: its records are re-sliced with *this* report's bin edges, drift is measured against
+    ``shards`` (what the iteration's model trained on), and ``iter_k/report-production/``
+    (signals.json/md, report.json/md) is written atomically. Returns the merged report for the
+    policy, or None without a window (or when its records give no data)."""
+    from evaluator.production import ProductionOptions, merge_reports, write_outputs
+    from flows.production_window import replay_signals
+
+    if cfg.production is None:
+        return None
+    _refuse_held_out([val_report])
+    threshold = float((val_report.get("settings") or {}).get("score_threshold", cfg.score_threshold))
+    options = ProductionOptions(score_threshold=threshold, confident=max(0.5, threshold))
+    sc = _scenario(cfg)
+    signals = replay_signals(cfg.production, shards, sc, options, val_report)
+    merged = merge_reports(val_report, signals, sc, options) if signals["status"] == "ok" else None
+    write_outputs(cfg.iter_dir(k) / PRODUCTION_DIR, signals, merged, overwrite=True)
+    return merged
+
+
+def production_record(cfg: LoopConfig, k: int) -> dict[str, Any] | None:
+    """The history entry's ``production`` block of iteration ``k`` (None without a window)."""
+    if cfg.production is None:
+        return None
+    out = cfg.iter_dir(k) / PRODUCTION_DIR
+    signals = json.loads((out / "signals.json").read_text(encoding="utf-8"))
+    merged = (out / "report.json").is_file()
+    weighting = json.loads((out / "report.json").read_text())["production"]["weighting"] if merged else None
+    return {"window": signals["window"]["id"], "path": _rel(cfg, Path(cfg.production).resolve()),
+            "report": _rel(cfg, out), "status": signals["status"], "merged": merged,
+            "drifted": list(signals.get("drifted") or []), "weighting": weighting}
+
+
 def _refuse_held_out(reports: list[dict[str, Any]]) -> None:
     for i, r in enumerate(reports):
         split = (r.get("data") or {}).get("split")
@@ -324,8 +367,10 @@ def combined_fingerprint(renders: list[RenderStep]) -> str:
 
 
 def iteration_record(cfg: LoopConfig, k: int, history: LoopHistory, renders: list[RenderStep], t: TrainStep,
-                     e: EvalStep, p: PolicyStep, seconds: float) -> IterationRecord:
-    """The history entry of iteration ``k`` from its steps' results."""
+                     e: EvalStep, p: PolicyStep, seconds: float,
+                     production: dict[str, Any] | None = None) -> IterationRecord:
+    """The history entry of iteration ``k`` from its steps' results (``production``: the
+    :func:`production_record` of the window it merged, if any)."""
     d, init = p.decision, t.init
     images = sum(r.images for r in renders)
     return IterationRecord(
@@ -347,7 +392,7 @@ def iteration_record(cfg: LoopConfig, k: int, history: LoopHistory, renders: lis
                   "slices": [{"condition": s["condition"], "range": s["range"], "side": s.get("side")}
                              for s in d.get("slices") or []],
                   "changed": [c.get("parameter") for c in d.get("changes") or []], "seconds": p.seconds},
-        seconds=round(seconds, 3),
+        seconds=round(seconds, 3), production=production,
     )
 
 
@@ -361,8 +406,10 @@ def run_iteration(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRec
     init = history.resolve(history.entries[-1].train["path"]) if history.entries else None
     t = train_step(cfg, k, loop_shards(history) + new, init)
     e = evaluate_step(cfg, k, t.path, "real-val")
-    p = policy_step(cfg, k, [e.report], params, new)
-    return iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0)
+    merged = production_step(cfg, k, e.report, [path for path, _ in t.data])
+    p = policy_step(cfg, k, [merged or e.report], params, new)
+    return iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0,
+                            production_record(cfg, k))
 
 
 def run_loop(cfg: LoopConfig, on_iteration: Callable[[IterationRecord], None] | None = None) -> LoopHistory:

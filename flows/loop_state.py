@@ -30,10 +30,12 @@ from generator.errors import ConfigError, field_error
 HISTORY_FILE = "history.json"
 HISTORY_FORMAT = "synthloop-loop/1"
 SPLITS = ("real-train", "real-val", "real-test")
-# Settings that may change between a run and its resume (how, not what, is computed).
 # What a loop writes in its work directory (anything else there means it is not a loop's).
 OWN = re.compile(r"^(history\.json|policy\.db.*|real|iter_\d+|\.tmp-.*)$")
-RESUMABLE = ("iterations", "workdir", "render_workers", "device", "num_threads", "progress")
+# Settings that may change between a run and its resume: how, not what, is computed, plus
+# `production`, a per-run input (the window each iteration of *this* run merges; every
+# iteration records the window it used in its history entry, see docs/production.md).
+RESUMABLE = ("iterations", "workdir", "render_workers", "device", "num_threads", "progress", "production")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class LoopConfig:
     ``WORK/real``); ``study`` is the Optuna storage (default ``WORK/policy.db``) and ``loop_id``
     the study name (default ``<scenario>-<policy>-seed<seed>``). ``latest_weight`` is the
     sampling weight of the newest shard relative to older ones (1 = plain concatenation).
+    ``production`` is a frozen production window merged into every report this run's
+    iterations give the policy (:func:`flows.loop.production_step`).
     """
 
     workdir: str
@@ -76,6 +80,9 @@ class LoopConfig:
     device: str = "auto"
     num_threads: int | None = None
     progress: bool = False
+    # a frozen production window (WINDOWS/<id>/, written by the monitor): every iteration this
+    # run computes merges it into the failure report the policy reads (None: real-val alone)
+    production: str | None = None
 
     def validate(self) -> LoopConfig:
         """Check every field; return ``self`` (raises ConfigError naming the field)."""
@@ -95,6 +102,13 @@ class LoopConfig:
             raise field_error("loop.score_threshold", "must be a number in [0, 1)", t)
         if not str(self.workdir):
             raise field_error("loop.workdir", "must be a directory path", self.workdir)
+        if self.production is not None:
+            from flows.production_window import read_info
+
+            if not isinstance(self.production, str) or not self.production:
+                raise field_error("loop.production", "must be a window directory path or null", self.production)
+
+            read_info(self.production)
         self._check_choices()
         return self
 
@@ -172,6 +186,9 @@ class IterationRecord:
     evaluate: dict[str, Any]  # path, split, map50, recall, weakest, seconds
     decision: dict[str, Any]  # path, policy, trial, trial_source, slices, changed, seconds
     seconds: float = 0.0
+    # the production window merged into the policy's report (window, path, report, status,
+    # drifted, weighting); None without one (and in histories written before windows existed)
+    production: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,8 +3,8 @@
 Every field of :class:`flows.loop_state.LoopConfig` (same names, types and defaults: that
 dataclass stays the single source of truth and the model is built from it), plus what only
 the product layer needs: where MLflow tracks (``tracking_uri``, ``experiment``,
-``model_name``), an optional production window (``production``) and ``add_iterations``
-(grow the loop by N iterations per run, for schedules). JSON-friendly, so a
+``model_name``) and ``add_iterations`` (grow the loop by N iterations per run, for
+schedules). The production window (``production``) is a loop field. JSON-friendly, so a
 Prefect deployment takes it as a parameter and the Prefect UI renders a form for it.
 
     settings = LoopSettings.from_file("loop.yaml", iterations=3)   # file + overrides
@@ -37,7 +37,6 @@ class _Product(BaseModel):
     tracking_uri: str | None = None  # default: sqlite:///<DATA_DIR>/mlflow.db
     experiment: str | None = None  # default: synthloop/<loop id>
     model_name: str | None = None  # default: synthloop-<scenario>
-    production: str | None = None  # a production window directory (evaluated beside real-val)
     # > 0: run this many iterations more than the loop has completed (a scheduled deployment
     # grows its loop by this much each run); `iterations` is then ignored
     add_iterations: int = Field(default=0, ge=0)

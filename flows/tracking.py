@@ -13,8 +13,9 @@ thread-local; in a worker thread ``mlflow.log_*`` would silently create a stray 
         images: param_evolution (step = k)
       child run   "iter <k>"                  tags mlflow.parentRunId, synthloop.iteration=k,
                                               synthloop.previous_run_id, prefect.flow_run_id
-        params gen.* (iter_k/params.yaml), seeds, trials; inputs: one dataset per shard;
-        metrics (step = k); artifacts report/, params.yaml, decision.json, images
+        params gen.* (iter_k/params.yaml), seeds, trials; inputs: one dataset per shard (and the
+        production window, if merged); metrics (step = k); artifacts report/, report-production/,
+        params.yaml, decision.json, images
 
 Every function is idempotent so a resumed flow can call it again: runs are found by their
 tags before one is created, params are derived from files (re-logging the same value is
@@ -50,6 +51,8 @@ TAG_FLOW_RUN = "prefect.flow_run_id"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_CONTEXT = "mlflow.data.context"
 TAG_NEW_SHARD = "synthloop.new"  # dataset input tag: "true" for the shards this iteration rendered
+TAG_WINDOW = "synthloop.window"  # the production window an iteration merged (or a monitor run measured)
+PRODUCTION_ARTIFACTS = "report-production"
 PARENT_METRICS = {"real_val_map50": ("evaluate", "map50"), "real_val_recall": ("evaluate", "recall"),
                   "images_rendered": (None, "images_rendered")}
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -351,23 +354,34 @@ def _context(d: Any) -> str:
     return next((tag.value for tag in d.tags if tag.key == TAG_CONTEXT), "")
 
 
+def _dataset_rows(path: Path) -> tuple[Any, str]:
+    """``(rows loader, digest)`` of a dataset: a shard's conditions.parquet and fingerprint, or a
+    frozen production window's records (one row each) and window id."""
+    from flows.production_window import is_frozen, read_info, window_table
+    from generator.shard import Shard
+
+    if is_frozen(path):
+        return functools.partial(window_table, path), str(read_info(path)["id"])
+    shard = Shard(path)
+    return shard.conditions, shard.fingerprint
+
+
 def _log_inputs(c: MlflowClient, run: Run, work: Path, items: list[tuple[Path, str, dict[str, str]]]) -> None:
     """One MLflow dataset per shard: digest = the shard fingerprint (MLflow's own digest hashes
-    only 10,000 rows), source = the shard directory, rows = its conditions.parquet."""
+    only 10,000 rows), source = the shard directory, rows = its conditions.parquet. A frozen
+    production window: digest = the window id, rows = its records."""
     from mlflow.data.pandas_dataset import from_pandas
-
-    from generator.shard import Shard
 
     have = {(d.dataset.name, d.dataset.digest, _context(d)) for d in (run.inputs.dataset_inputs if run.inputs else [])}
     todo = []
     for path, context, tags in items:
-        shard = Shard(path)
+        rows, digest = _dataset_rows(path)
         name = _dataset_name(work, path)
-        if (name, shard.fingerprint, context) in have:
+        if (name, digest, context) in have:
             continue
         with warnings.catch_warnings():  # two local sources match a path; integer-column schema hints
             warnings.simplefilter("ignore", UserWarning)
-            ds = from_pandas(shard.conditions(), source=str(path.resolve()), digest=shard.fingerprint,
+            ds = from_pandas(rows(), source=str(path.resolve()), digest=digest,
                              name=name)
             entity = ds._to_mlflow_entity()
         todo.append(DatasetInput(entity, tags=[InputTag(TAG_CONTEXT, context),
@@ -392,5 +406,19 @@ def log_iteration(t: Tracking, run_id: str, parent_id: str, work: Path, record: 
     _log_metrics(c, run_id, k, iteration_metrics(work, record), set(run.data.metrics))
     _log_parent_curve(c, parent_id, k, record)
     weakest = (record.get("evaluate") or {}).get("weakest")
-    _set_tags(c, run_id, {TAG_WEAKEST: weakest} if weakest else {})
+    window = (record.get("production") or {}).get("window")
+    _set_tags(c, run_id, {**({TAG_WEAKEST: weakest} if weakest else {}), **({TAG_WINDOW: window} if window else {})})
     log_iteration_files(c, run_id, parent_id, work, record, config)
+    _log_production_files(c, run_id, work, record)
+
+
+def _log_production_files(c: MlflowClient, run_id: str, work: Path, record: dict[str, Any]) -> None:
+    """``report-production/`` (signals and merged report) of an iteration that merged a window."""
+    rel = (record.get("production") or {}).get("report")
+    if not rel:
+        return
+    have = {f.path for f in c.list_artifacts(run_id, PRODUCTION_ARTIFACTS)}
+    for name in ("report.json", "report.md", "signals.json", "signals.md"):
+        path = _work_path(work, rel) / name
+        if path.is_file() and f"{PRODUCTION_ARTIFACTS}/{name}" not in have:
+            c.log_artifact(run_id, str(path), PRODUCTION_ARTIFACTS)
