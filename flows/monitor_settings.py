@@ -17,10 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flows.settings import DATA_DIR, LoopSettings
+from flows.settings import DATA_DIR, LoopSettings, settings_data
 from generator.errors import ConfigError, field_error
 
 DEFAULT_DEPLOYMENT = "closed-loop/manual"
@@ -62,18 +61,7 @@ class MonitorSettings(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: Any) -> MonitorSettings:
         """Settings from a YAML mapping file (optional) with ``overrides`` (None = not given)."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            try:
-                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"--config: cannot read {str(path)!r} as YAML ({exc.__class__.__name__}); "
-                                  "pass a YAML file of monitor settings") from exc
-            if not isinstance(loaded, dict):
-                raise field_error("--config", "must hold a mapping of monitor settings", type(loaded).__name__)
-            data.update(loaded)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.build(data)
+        return cls.build(settings_data(path, overrides, "monitor"))
 
     def loop_settings(self) -> LoopSettings:
         """The watched loop's settings (errors name ``loop.<field>``)."""

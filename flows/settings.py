@@ -31,6 +31,23 @@ DATA_DIR = Path("runs")  # the project's data directory (relative to the working
 DEFAULT_WORKDIR = str(DATA_DIR / "loop")
 
 
+def settings_data(path: str | Path | None, overrides: dict[str, Any], what: str) -> dict[str, Any]:
+    """A YAML mapping file's settings (optional) updated with the ``overrides`` that are not None;
+    ``what`` names the settings in errors ("loop", "monitor")."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--config: cannot read {str(path)!r} as YAML ({exc.__class__.__name__}); "
+                              f"pass a YAML file of {what} settings") from exc
+        if not isinstance(loaded, dict):
+            raise field_error("--config", f"must hold a mapping of {what} settings", type(loaded).__name__)
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return data
+
+
 class _Product(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,15 +92,4 @@ class LoopSettings(_Base):  # type: ignore[misc, valid-type]
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: Any) -> LoopSettings:
         """Settings from a YAML/JSON mapping file (optional) with ``overrides`` (None = not given)."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            try:
-                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"--config: cannot read {str(path)!r} as YAML ({exc.__class__.__name__}); "
-                                  "pass a YAML file of loop settings") from exc
-            if not isinstance(loaded, dict):
-                raise field_error("--config", "must hold a mapping of loop settings", type(loaded).__name__)
-            data.update(loaded)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.build(data)
+        return cls.build(settings_data(path, overrides, "loop"))
