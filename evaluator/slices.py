@@ -211,7 +211,7 @@ def condition_slices(scenario: Scenario, tables: ConditionTables, matches: Match
     return conditions, slices
 
 
-def _param_spec(scenario: Scenario, name: str) -> dict[str, Any]:
+def param_spec(scenario: Scenario, name: str) -> dict[str, Any]:
     p = scenario.parameters[name]
     out: dict[str, Any] = {"type": p.type, "scope": p.scope, "default": p.default}
     if p.range is not None:
@@ -232,7 +232,7 @@ def weak_slices(slices: list[dict[str, Any]], scenario: Scenario,
         out.append({
             "rank": rank, "condition": s["condition"], "column": s["column"], "level": s["level"],
             "bin": s["bin"], "range": s["range"], "side": s["side"], "parameters": params,
-            "parameter_specs": {p: _param_spec(scenario, p) for p in params},
+            "parameter_specs": {p: param_spec(scenario, p) for p in params},
             "recall": s["recall"], "ci": s["recall_ci"], "overall_recall": overall_recall,
             "gap": s["gap"], "support": s["support_objects"],
             "support_images": s["support_images"], "precision": s["precision"],

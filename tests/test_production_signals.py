@@ -22,6 +22,7 @@ from evaluator import EvalOptions, evaluate
 from evaluator.predict import predict_shard
 from evaluator.production import ProductionOptions, merge_reports, read_window, reference_tables, window_signals
 from evaluator.production.drift import classify, compare, psi
+from evaluator.production.merge import drift_slices
 from evaluator.production.signals import entropy_bits
 from evaluator.testing import OracleDetector
 from flows.cli import main
@@ -192,6 +193,50 @@ def test_reviewed_production_failures_become_weak_slices(tmp_path, shards, val_r
     check_report(merged, SCENARIO)
 
 
+def test_pixel_drift_on_a_parameterised_condition_becomes_a_target_by_itself(tmp_path, shards, val_report) -> None:
+    src = shards["src"]
+    quiet = {**val_report, "weak_slices": []}  # real-val shows no failure: only production can steer
+    everything = {int(i["id"]) for i in src.coco["images"]}
+    dark = _signals(make_window(tmp_path / "d", src, everything), shards, quiet)
+    flat = _signals(make_window(tmp_path / "f", src, set()), shards, quiet)
+    merged = merge_reports(quiet, dark, SCENARIO)
+    targets = [w for w in merged["weak_slices"] if w["source"] == "production-drift"]
+    b = _drift(dark, "brightness")
+    w = next(t for t in targets if t["condition"] == "brightness")
+    assert (w["side"], w["level"], w["support"], w["recall"]) == ("low", "image", 40, None)
+    assert w["range"] == pytest.approx(b["production_range"]) and w["range"][1] < b["reference_range"][0]
+    assert w["score"] == pytest.approx(b["ks_stat"] * 40 ** 0.5)
+    assert w["parameters"] == ["light.intensity"] and w["drift"]["psi"] == b["psi"]
+    assert {t["condition"] for t in targets} <= set(dark["drifted"])
+    assert merged["production"]["drift_targets"] == len(targets)
+    assert merge_reports(quiet, flat, SCENARIO)["weak_slices"] == []  # no drift, no failure: no target
+    check_report(merged, SCENARIO)  # the policy accepts it unchanged...
+    pooled = {(s.condition, s.side): s for s in pooled_weak_slices([merged], SCENARIO)}
+    assert pooled["brightness", "low"].lo == pytest.approx(w["range"][0])  # ...and reads the target
+    small = ProductionOptions(min_window_images=100)
+    assert merge_reports(quiet, dark, SCENARIO, small)["weak_slices"] == []  # too few frames to steer
+
+
+def test_only_significant_pixel_drift_with_generator_parameters_is_a_target() -> None:
+    base = {"column": "stat.brightness", "level": "image", "status": "drift", "source": "pixels",
+            "direction": "lower", "production_range": [10.0, 40.0], "ks_stat": 0.5, "n_production": 64,
+            "psi": 1.0, "ks_p": 1e-9, "reference_range": [60.0, 200.0]}
+    cases = {
+        "kept": {"condition": "brightness"},
+        "watch": {"condition": "brightness", "status": "watch"},
+        "model-estimated": {"condition": "size", "source": "predicted boxes with score >= 0.3"},
+        "no parameter": {"condition": "not-a-condition"},
+        "no direction": {"condition": "brightness", "direction": "same"},
+        "no range": {"condition": "brightness", "production_range": None},
+    }
+    got = {name: drift_slices({"drift": [{**base, **case}]}, SCENARIO) for name, case in cases.items()}
+    assert [name for name, rows in got.items() if rows] == ["kept"]
+    (kept,) = got["kept"]
+    assert kept["score"] == pytest.approx(0.5 * 8.0) and kept["range"] == [10.0, 40.0]
+    higher = drift_slices({"drift": [{**base, "condition": "brightness", "direction": "higher"}]}, SCENARIO)
+    assert higher[0]["side"] == "high"
+
+
 def test_small_window_carries_no_production_weight(tmp_path, shards, val_report) -> None:
     src = shards["src"]
     sig = _signals(make_window(tmp_path / "d", src, _dark_ids(src, 0.8)), shards, val_report,
@@ -289,3 +334,17 @@ def test_policy_steers_toward_the_slice_production_made_heavier(tmp_path, shards
     decision = policy.propose(PolicyInputs(SCENARIO, [merged], None, shards["ref"].conditions()))
     moved = {c["parameter"] for c in decision.changes}
     assert "light.intensity" in moved  # the brightness condition's parameter in the demo scenario
+
+
+@pytest.mark.slow  # imports optuna and runs a study
+def test_policy_renders_darker_when_production_darkens_and_real_val_is_quiet(tmp_path, shards, val_report) -> None:
+    from policy import PolicyInputs, make_policy
+
+    src = shards["src"]
+    quiet = {**val_report, "weak_slices": []}
+    everything = {int(i["id"]) for i in src.coco["images"]}
+    merged = merge_reports(quiet, _signals(make_window(tmp_path / "d", src, everything), shards, quiet), SCENARIO)
+    policy = make_policy("optuna", study=tmp_path / "policy.db", loop_id="drift")
+    decision = policy.propose(PolicyInputs(SCENARIO, [merged], None, shards["ref"].conditions()))
+    change = next(c for c in decision.changes if c["parameter"] == "light.intensity")
+    assert change["slice"]["condition"] == "brightness" and change["centre_shift"] < 0  # darker scenes

@@ -18,7 +18,9 @@ against the reference values:
 one of them fires or PSI is in (``psi_watch``, ``psi_drift``]; ``stable`` otherwise;
 ``insufficient`` when either side has fewer than ``min_samples`` values (no test is made: a
 tiny window never raises a drift flag); ``unavailable`` when the condition cannot be estimated.
-``direction`` compares medians (``lower`` / ``higher`` / ``same``).
+``direction`` compares medians (``lower`` / ``higher`` / ``same``); ``reference_range`` and
+``production_range`` are each sample's 10th–90th percentiles (what a drift target aims at:
+:mod:`evaluator.production.merge`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from evaluator.production.tables import ReferenceTables, WindowTables, productio
 from generator.scenario import Scenario
 
 SMOOTHING = 0.5  # counts added to every bin (Jeffreys)
+RANGE_QUANTILES = (0.1, 0.9)  # the central range reported for each sample
+
+
+def _range(values: np.ndarray) -> list[float] | None:
+    return [float(q) for q in np.quantile(values, RANGE_QUANTILES)] if values.size else None
 
 
 def psi(reference: np.ndarray, production: np.ndarray, bins: int = 10) -> float:
@@ -77,6 +84,7 @@ def compare(reference: np.ndarray, production: np.ndarray, options: ProductionOp
                            "psi": None, "ks_stat": None, "ks_p": None,
                            "reference_median": float(np.median(ref)) if ref.size else None,
                            "production_median": float(np.median(prod)) if prod.size else None,
+                           "reference_range": _range(ref), "production_range": _range(prod),
                            "direction": None}
     if min(ref.size, prod.size) < options.min_samples:
         return {**out, "status": "insufficient",

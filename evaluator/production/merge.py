@@ -15,7 +15,18 @@ The result is an ordinary ``synthloop-failure-report`` (same schema version, kin
 2. **Reviewed failures.** A production bin whose reviewed recall is significantly below the
    real-val overall recall (Wilson 95% upper bound below it, as the evaluator's rule) becomes
    a weak slice with ``source: "production-reviewed"`` and score ``gap × √support``.
-3. All weak slices are ranked again by score.
+3. **Drift targets.** A condition flagged ``drift`` whose production values come from the
+   pixels themselves (``source: "pixels"``: brightness, contrast, clutter, blur, noise) and
+   that the scenario maps to generator parameters becomes a weak slice by itself, with
+   ``source: "production-drift"``: its range is production's 10th–90th percentile range (the
+   generator should render what production shows), its side the drift direction, its support
+   the window's frames and its score ``D × √n`` (KS statistic — the share of production the
+   training distribution misplaces — times the root of the window's frames, the √support
+   weighting of a recall gap). The drift is re-measured against each iteration's shards, so
+   the target fades once the training data covers production. Drift estimated from the
+   model's own predictions (object size, count) is not a target: a model that misses small
+   digits shows fewer small boxes; it stays a signal (and still triggers the loop).
+4. All weak slices are ranked again by score.
 
 The merge refuses a real-test or ``final_report`` report (the policy's rule), a signals dict
 sliced with another report's bin edges, and a ``no_data`` window: an empty window yields no
@@ -34,13 +45,14 @@ from typing import Any
 from evaluator.evaluate import REPORT_KIND
 from evaluator.production.monitor import SIGNALS_KIND
 from evaluator.production.options import ProductionOptions
-from evaluator.slices import weak_slices
+from evaluator.slices import param_spec, weak_slices
 from evaluator.stats import significantly_below
 from generator import atomic
 from generator.errors import ConfigError, DataError
 from generator.scenario import Scenario
 
 HELD_OUT_SPLIT = "real-test"
+DRIFT_TARGET_SOURCE = "pixels"  # drift measured on this source can become a target (rule 3)
 
 
 def _block(report: dict[str, Any], key: str) -> dict[str, Any]:
@@ -159,6 +171,27 @@ def _reviewed_slices(signals: dict[str, Any], overall_recall: float) -> list[dic
     return rows
 
 
+def drift_slices(signals: dict[str, Any], scenario: Scenario) -> list[dict[str, Any]]:
+    """The ``production-drift`` weak slices of a window (rule 3 of the module docstring)."""
+    out = []
+    for d in signals.get("drift") or []:
+        params = scenario.parameters_for_condition(str(d.get("condition")))
+        side = {"lower": "low", "higher": "high"}.get(str(d.get("direction")))
+        rng, stat, n = d.get("production_range"), _finite(d.get("ks_stat")), _finite(d.get("n_production"))
+        if (d.get("status") != "drift" or d.get("source") != DRIFT_TARGET_SOURCE or not params or side is None
+                or not isinstance(rng, list) or len(rng) != 2 or stat is None or not n):
+            continue
+        out.append({"condition": d["condition"], "column": d["column"], "level": d["level"], "bin": None,
+                    "range": [float(rng[0]), float(rng[1])], "side": side, "parameters": params,
+                    "parameter_specs": {p: param_spec(scenario, p) for p in params}, "recall": None,
+                    "ci": None, "gap": None, "support": int(n), "support_images": int(n), "precision": None,
+                    "ap": None, "score": stat * math.sqrt(n),
+                    "source": "production-drift",
+                    "drift": {k: d.get(k) for k in ("psi", "ks_stat", "ks_p", "direction", "reference_range",
+                                                    "production_range")}})
+    return out
+
+
 def merge_reports(val_report: dict[str, Any], signals: dict[str, Any], scenario: Scenario,
                   options: ProductionOptions | None = None) -> dict[str, Any]:
     """The merged report (module docstring). Raises for refused inputs and ``no_data`` windows."""
@@ -178,25 +211,30 @@ def merge_reports(val_report: dict[str, Any], signals: dict[str, Any], scenario:
     added = [] if enough is not None or overall is None else [
         {**w, "source": "production-reviewed"}
         for w in weak_slices(_reviewed_slices(signals, overall), scenario, overall)]
-    ranked = sorted(merged + added, key=lambda w: (-(w["score"] or 0.0), w["condition"], w["bin"], w["source"]))
+    drift = [] if enough is not None else drift_slices(signals, scenario)
+    ranked = sorted(merged + added + drift,
+                    key=lambda w: (-(w["score"] or 0.0), w["condition"], -1 if w["bin"] is None else w["bin"],
+                                   w["source"]))
     out = copy.deepcopy(val_report)
     out["weak_slices"] = [{**w, "rank": i} for i, w in enumerate(ranked, start=1)]
-    out["production"] = _production_block(signals, options, enough, len(added))
+    out["production"] = _production_block(signals, options, enough, len(added), len(drift))
     return atomic.jsonable(out)
 
 
 def _production_block(signals: dict[str, Any], options: ProductionOptions, enough: str | None,
-                      n_added: int) -> dict[str, Any]:
+                      n_added: int, n_drift: int) -> dict[str, Any]:
     lo, hi = options.weight_range
     return {
         "window": signals["window"], "counts": signals["counts"], "status": signals["status"],
         "frames": (signals.get("overall") or {}).get("frames"),
         "weighting": "prevalence" if enough is None else f"none: {enough}",
         "rule": f"real-val weak slice score x clip(p_prod / p_val, {lo}, {hi}); reviewed production bins "
-                "significantly below the real-val recall added as weak slices",
+                "significantly below the real-val recall added as weak slices; pixel drift on a condition "
+                "with generator parameters added as a target (production 10-90% range, score KS D x sqrt(frames))",
         "drift": [{k: d.get(k) for k in ("condition", "status", "psi", "ks_p", "direction")}
                   for d in signals.get("drift") or []],
         "drifted": list(signals.get("drifted") or []),
         "reviewed_weak_slices": n_added,
+        "drift_targets": n_drift,
         "signals_sha256": hashlib.sha256(json.dumps(signals, sort_keys=True).encode()).hexdigest(),
     }
