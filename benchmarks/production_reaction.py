@@ -26,6 +26,8 @@ same ``--work`` reuses the champion, the stream and the window, and resumes both
 
     .venv/bin/python benchmarks/production_reaction.py --preset cpu --work runs/reaction
     .venv/bin/python benchmarks/production_reaction.py --loop runs/loop --work runs/reaction-loop
+    .venv/bin/python benchmarks/production_reaction.py --loop runs/lvu/optuna/seed0 runs/lvu/optuna/seed1 \
+        --extra 3 --work runs/reaction-3   # one run per loop, then mean ± sd and the paired difference
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before anything can import OpenGL
+
+import numpy as np
 
 from flows.loop import LoopConfig, run_loop
 from generator import atomic
@@ -63,13 +67,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def champion(args: argparse.Namespace, preset: dict[str, Any]) -> LoopConfig:
-    """The loop whose last model is deployed: ``--loop`` as it is, or built with the preset."""
+    """The loop whose last model is deployed: ``--loop`` as it is, or built with the preset.
+    The stream's seed is the loop's seed (``args.seed`` is set to it)."""
     if args.loop is not None:
         try:
             config = json.loads((Path(args.loop) / "history.json").read_text(encoding="utf-8"))["config"]
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"--loop: {args.loop!r} must be a loop work directory with history.json ({exc})") from exc
         cfg = LoopConfig.from_dict({**config, "workdir": str(args.loop), "production": None})
+        args.seed = cfg.seed
     else:
         cfg = LoopConfig(workdir=str(args.work / "champion"), seed=args.seed, **preset["loop"])
     if cfg.study is not None:
@@ -207,7 +213,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="sizes (default: cpu)")
     ap.add_argument("--work", type=Path, default=Path("runs/production-reaction"), help="output directory")
-    ap.add_argument("--loop", default=None, help="an existing loop work directory to use as the champion")
+    ap.add_argument("--loop", nargs="+", default=None,
+                    help="existing loop work directories to use as champions (one run each, in WORK/<name> "
+                         "when several; the stream's seed is each loop's seed)")
     ap.add_argument("--extra", type=int, default=2, help="iterations each arm adds (default 2; >= 2 to render "
                                                          "the steered data)")
     ap.add_argument("--slice-level", type=float, default=0.5, help="drift_level of the drifted slice (default 0.5)")
@@ -218,16 +226,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    preset = PRESETS[args.preset]
+def one_run(args: argparse.Namespace, preset: dict[str, Any]) -> dict[str, Any]:
     args.work.mkdir(parents=True, exist_ok=True)
     cfg = champion(args, preset)
     stream = simulate(args, preset, cfg)
     window = freeze(args, cfg, stream / "log")
-    result = measure(args, cfg, stream, window)
-    atomic.write_json(args.work / "production_reaction.json", atomic.jsonable(result))
-    print(json.dumps(atomic.jsonable(result), indent=1))
+    result = atomic.jsonable(measure(args, cfg, stream, window))
+    atomic.write_json(args.work / "production_reaction.json", result)
+    return result
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd over runs of the drifted-slice recalls and the paired with − without."""
+    def stats(values: list[float]) -> dict[str, Any]:
+        a = np.asarray(values, dtype=float)
+        return {"mean": round(float(a.mean()), 4), "sd": round(float(a.std(ddof=1)), 4) if a.size > 1 else None,
+                "values": [round(float(v), 4) for v in a]}
+
+    out = {k: stats([r[k]["slice_recall"] for r in runs]) for k in ("before", "with_window", "without_window")}
+    out["with_minus_without"] = stats([r["with_window"]["slice_recall"] - r["without_window"]["slice_recall"]
+                                       for r in runs])
+    out["real_val_map50"] = {k: stats([r[k]["real_val_map50"] for r in runs])
+                             for k in ("with_window", "without_window")}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    loops, root = args.loop or [None], args.work
+    runs = []
+    for loop in loops:
+        args.loop, args.work = loop, root / Path(loop).name if loop is not None and len(loops) > 1 else root
+        runs.append(one_run(args, preset))
+    result = runs[0] if len(runs) == 1 else atomic.jsonable({"runs": runs, "summary": summary(runs)})
+    atomic.write_json(root / "production_reaction.json", result)
+    print(json.dumps(result, indent=1))
     return 0
 
 
