@@ -18,6 +18,30 @@ from generator.shard import Shard
 pytestmark = [pytest.mark.slow, pytest.mark.render]
 
 
+PIXEL_FIELDS = {"stats", "object_contrast"}  # measured on the colour image, not on the geometry
+
+
+def assert_same_render(a: Path, b: Path) -> None:
+    """Two renders of one job: geometry exactly equal, colour equal up to Mesa's rare ±1.
+
+    llvmpipe's JIT is not bit-reproducible across processes: a channel value sitting on a
+    rounding boundary can come out ±1 (about one value in 30 images at 256², on lit surfaces and
+    the backdrop; docs/shard-format.md). Boxes, masks, depth, poses and sampled parameters are
+    exact; pixel-measured fields may differ by the effect of those few values (JPEG sensor
+    compression can spread one flipped value over its 8x8 block).
+    """
+    ca, cb = Shard(a).coco, Shard(b).coco
+    strip = [{k: v for k, v in x.items() if k not in PIXEL_FIELDS} for x in ca["images"] + ca["annotations"]]
+    assert strip == [{k: v for k, v in x.items() if k not in PIXEL_FIELDS} for x in cb["images"] + cb["annotations"]]
+    for x, y in zip(ca["images"], cb["images"], strict=True):
+        assert x["stats"] == pytest.approx(y["stats"], rel=1e-3, abs=1e-3)
+        pa, pb = (np.asarray(Shard(p).load_image(x), dtype=int) for p in (a, b))
+        assert np.abs(pa - pb).mean() < 0.01  # a flipped value can move one 8x8 JPEG block, no more
+        assert np.array_equal(Shard(a).load_depth(x), Shard(b).load_depth(y))
+    for x, y in zip(ca["annotations"], cb["annotations"], strict=True):
+        assert x["object_contrast"] == pytest.approx(y["object_contrast"], rel=1e-3, abs=1e-3)
+
+
 def _job(n: int, seed: int = 0) -> RenderJob:
     s = load_scenario("digits")
     return RenderJob(s, uniform_params(s), n=n, seed=seed, width=96, height=96)
@@ -44,7 +68,7 @@ def test_egl_shard_has_exact_annotations(tmp_path) -> None:
 def test_two_workers_match_one(tmp_path) -> None:
     one = render_shard(_job(8, seed=3), tmp_path / "one", workers=1)
     two = render_shard(_job(8, seed=3), tmp_path / "two", workers=2)
-    assert (one.path / "annotations.json").read_bytes() == (two.path / "annotations.json").read_bytes()
+    assert_same_render(one.path, two.path)
 
 
 def _cli_render(out: Path, seed: int) -> str:
@@ -69,5 +93,5 @@ def _cli_render(out: Path, seed: int) -> str:
 def test_determinism_across_processes(tmp_path) -> None:
     fa, fb, fc = _cli_render(tmp_path / "a", 11), _cli_render(tmp_path / "b", 11), _cli_render(tmp_path / "c", 12)
     assert fa == fb != fc
-    assert (tmp_path / "a" / "annotations.json").read_bytes() == (tmp_path / "b" / "annotations.json").read_bytes()
+    assert_same_render(tmp_path / "a", tmp_path / "b")
     assert (tmp_path / "a" / "annotations.json").read_bytes() != (tmp_path / "c" / "annotations.json").read_bytes()
