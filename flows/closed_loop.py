@@ -41,7 +41,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from flows import loop, publish, tracking
+from flows import loop, publish, tracking, workdir_lock
 from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
 from flows.settings import DATA_DIR, LoopSettings
 from generator.params import GenerationParams
@@ -209,6 +209,11 @@ def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     """Render → train → evaluate on real-val → policy, ``iterations`` times, tracked in MLflow."""
     settings = settings or LoopSettings()
     cfg = settings.loop_config()
+    with workdir_lock.hold(cfg.work):  # one run per loop work directory: a second one fails at once
+        return _closed_loop(settings, cfg)
+
+
+def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]]:
     history = LoopHistory.open(cfg)
     if settings.add_iterations:  # a scheduled run grows the loop
         cfg = dataclasses.replace(cfg, iterations=len(history.entries) + settings.add_iterations)

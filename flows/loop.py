@@ -416,14 +416,18 @@ def run_loop(cfg: LoopConfig, on_iteration: Callable[[IterationRecord], None] | 
     """Run (or resume) the loop in ``cfg.workdir`` until ``cfg.iterations`` are complete.
 
     ``on_iteration(record)`` is called after each iteration's history entry is written (an
-    exception there stops the loop; the iteration stays complete).
+    exception there stops the loop; the iteration stays complete). The work directory's lock
+    is held throughout (:mod:`flows.workdir_lock`).
     """
+    from flows.workdir_lock import hold
+
     cfg = cfg.validate()
-    history = LoopHistory.open(cfg)
-    prepare_real(cfg)
-    while len(history.entries) < cfg.iterations:
-        record = run_iteration(cfg, len(history.entries), history)
-        history.append(record)
-        if on_iteration is not None:
-            on_iteration(record)
+    with hold(cfg.work):  # one run per work directory (BusyError for a second one)
+        history = LoopHistory.open(cfg)
+        prepare_real(cfg)
+        while len(history.entries) < cfg.iterations:
+            record = run_iteration(cfg, len(history.entries), history)
+            history.append(record)
+            if on_iteration is not None:
+                on_iteration(record)
     return history

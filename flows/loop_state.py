@@ -31,7 +31,7 @@ HISTORY_FILE = "history.json"
 HISTORY_FORMAT = "synthloop-loop/1"
 SPLITS = ("real-train", "real-val", "real-test")
 # What a loop writes in its work directory (anything else there means it is not a loop's).
-OWN = re.compile(r"^(history\.json|policy\.db.*|real|iter_\d+|\.tmp-.*)$")
+OWN = re.compile(r"^(history\.json|policy\.db.*|real|iter_\d+|\.tmp-.*|\.loop\.lock)$")
 # Settings that may change between a run and its resume: how, not what, is computed, plus
 # `production`, a per-run input (the window each iteration of *this* run merges; every
 # iteration records the window it used in its history entry, see docs/production.md).
@@ -198,6 +198,19 @@ class IterationRecord:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+def check_workdir(work: Path) -> None:
+    """Refuse a loop work directory that is a file, or a directory without ``history.json``
+    holding files a loop does not write (someone else's directory)."""
+    if (work / HISTORY_FILE).is_file():
+        return
+    if work.exists() and not work.is_dir():
+        raise field_error("loop.workdir", "must be a directory", str(work))
+    foreign = sorted(p.name for p in work.iterdir() if not OWN.match(p.name)) if work.is_dir() else []
+    if foreign:
+        raise field_error("loop.workdir", "must be absent, empty or a loop's work directory",
+                          f"{work} holding {foreign[:3]}", "choose a new directory for the loop")
+
+
 @dataclass
 class LoopHistory:
     """``WORK/history.json``: the loop's config and its completed iterations, in order."""
@@ -234,12 +247,7 @@ class LoopHistory:
         work = cfg.work
         path = work / HISTORY_FILE
         if not path.is_file():
-            if work.exists() and not work.is_dir():
-                raise field_error("loop.workdir", "must be a directory", str(work))
-            foreign = sorted(p.name for p in work.iterdir() if not OWN.match(p.name)) if work.is_dir() else []
-            if foreign:
-                raise field_error("loop.workdir", "must be absent, empty or a loop's work directory",
-                                  f"{work} holding {foreign[:3]}", "choose a new directory for the loop")
+            check_workdir(work)
             work.mkdir(parents=True, exist_ok=True)
             return cls(work, cfg.to_dict())
         try:

@@ -29,6 +29,12 @@ class DataError(SynthloopError):
     """A dataset (real, imported or production) is empty, corrupt or mismatched."""
 
 
+class BusyError(SynthloopError):
+    """The resource is in use by another run (a loop work directory); try again later."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
 def field_error(path: str, rule: str, value: object, fix: str | None = None) -> ConfigError:
     """Build the canonical one-line error: ``<path>: <rule>, but got <value>[; <fix>]``."""
     msg = f"{path}: {rule}, but got {value!r}"

@@ -117,6 +117,28 @@ def test_running_the_same_loop_again_duplicates_nothing(loop_run: dict[str, Any]
     assert manifest.stat().st_mtime_ns == before
 
 
+def test_a_busy_loop_is_refused_by_the_flow_and_left_alone(loop_run: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+
+    from flows.closed_loop import closed_loop
+    from generator.errors import BusyError
+
+    s = loop_run["settings"]
+    hold = "import sys, time; from flows.workdir_lock import hold\nwith hold(sys.argv[1]):\n" \
+           "    print('held', flush=True); time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", hold, s.workdir], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(BusyError, match=f"in use by pid {proc.pid}"):
+            closed_loop(s.model_copy(update={"add_iterations": 1}))  # would grow the loop if it ran
+    finally:
+        proc.kill()
+        proc.wait()
+    assert json.loads((Path(s.workdir) / "history.json").read_text()) == loop_run["history"]
+    assert mlflow_state(s) == loop_run["state"]
+
+
 def test_add_iterations_grows_a_finished_loop(loop_run: dict[str, Any], tmp_path: Path) -> None:
     import shutil
 

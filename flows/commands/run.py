@@ -72,13 +72,14 @@ def verdict(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flows import workdir_lock
     from flows.closed_loop import closed_loop, prefect_api, tracking_for
     from flows.settings import LoopSettings
 
     given = {name: getattr(args, name) for name, _, _ in OPTIONS if getattr(args, name) is not None}
     settings = LoopSettings.from_file(args.config, **{**given, **parse_sets(args.sets)})  # --set last
     cfg = settings.loop_config()
-    with prefect_api():
+    with workdir_lock.hold(cfg.work), prefect_api():  # a busy loop fails before the server starts
         rows = closed_loop(settings)
     print_table(rows)
     print(f"\n{verdict(rows)}")

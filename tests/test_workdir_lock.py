@@ -1,0 +1,83 @@
+"""One run per loop work directory (flows/workdir_lock.py).
+
+A second run of a busy loop fails at once with one line naming the holder and exit code 75,
+writing nothing; a SIGKILLed holder frees the directory (no stale lock); the lock is
+re-entrant inside one process. The flow's own use is in tests/test_flow.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_loop import tiny
+
+from flows.loop import run_loop
+from flows.workdir_lock import LOCK_NAME, hold
+from generator.errors import BusyError
+
+HOLD = ("import sys, time; from flows.workdir_lock import hold\n"
+        "with hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)")
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    """Another process holding the lock of ``tmp_path / 'loop'``."""
+    work = tmp_path / "loop"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(work)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield work, proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_run_of_a_busy_loop_fails_at_once_and_writes_nothing(holder) -> None:
+    work, proc = holder
+    with pytest.raises(BusyError) as exc:
+        run_loop(tiny(work))
+    msg = str(exc.value)
+    assert msg.startswith(f"workdir: {str(work)!r} is in use by pid {proc.pid}") and "\n" not in msg
+    assert sorted(p.name for p in work.iterdir()) == [LOCK_NAME]  # no history, no iteration
+    assert BusyError.exit_code == 75
+    cli = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--workdir", str(work), "--set=backend=fake",
+                          "--tracking-uri", f"sqlite:///{work.parent / 'm.db'}"], capture_output=True, text=True)
+    err = cli.stderr.strip()  # a real process: importing Prefect here would bind its logging to capsys
+    assert cli.returncode == 75 and err.startswith("error: workdir:") and len(err.splitlines()) == 1
+    assert sorted(p.name for p in work.iterdir()) == [LOCK_NAME] and not (work.parent / "m.db").exists()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(holder) -> None:
+    work, proc = holder
+    with pytest.raises(BusyError), hold(work):
+        pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with hold(work) as path:  # free at once: the kernel dropped the lock with the process
+        assert path.name == LOCK_NAME and str(os.getpid()) in path.read_text()
+
+
+def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path: Path) -> None:
+    work = tmp_path / "loop"
+    with hold(work), hold(work):
+        probe = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(work)],
+                               capture_output=True, text=True)
+        assert probe.returncode != 0 and "BusyError" in probe.stderr  # still held by the outer block
+    probe = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(work)],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stdout.strip() == "held"
+
+
+def test_no_lock_file_is_left_in_someone_elses_directory(tmp_path: Path) -> None:
+    from generator.errors import ConfigError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="must be absent, empty or a loop's work directory"), hold(tmp_path):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
