@@ -14,6 +14,7 @@ from generator.shard import Shard
 from generator.validation import parse_model
 
 HELD_OUT_SPLIT = "real-test"  # same rule as generator.real.splits: kept for the final report
+REPORT_KIND = "synthloop-failure-report"  # the ``kind`` of every report.json the evaluator writes
 
 
 def manifest_scenario(manifest: dict[str, Any]) -> str | None:
@@ -78,3 +79,35 @@ def resolve_scenario(name_or_path: str | None, shard: Shard,
             "--scenario: neither the model nor the shard names a scenario; pass --scenario "
             "NAME or the path of a scenario YAML")
     return load_scenario(name)
+
+
+def check_steering_report(report: dict[str, Any], scenario: Scenario, where: str = "--report") -> None:
+    """Refuse a report the loop must not steer on: another kind, the held-out ``real-test``
+    split or a ``final_report``, another scenario or class list, a malformed ``weak_slices``.
+
+    The one rule shared by the policy (``policy.reports.check_report``) and the production
+    merge (``evaluator.production.merge``), so the loop can never tune itself to the test set.
+    """
+    kind = report.get("kind")
+    if kind != REPORT_KIND or not isinstance(report.get("overall"), dict):
+        raise ConfigError(f"{where}: kind must be {REPORT_KIND!r} with an `overall` block, but got "
+                          f"kind={kind!r}; pass a report.json written by `synthloop evaluate`")
+    data: dict[str, Any] = report["data"] if isinstance(report.get("data"), dict) else {}
+    if data.get("split") == HELD_OUT_SPLIT or report.get("final_report"):
+        raise DataError(f"{where}: data.split must not be {HELD_OUT_SPLIT!r} and final_report must be false, but "
+                        f"got split={data.get('split')!r}, final_report={report.get('final_report')!r}; pass a "
+                        "real-val or production report: the loop never tunes itself to the held-out test set")
+    sc = report.get("scenario")
+    name = sc.get("name") if isinstance(sc, dict) else sc
+    if name != scenario.name:
+        raise DataError(f"{where}: scenario.name must be {scenario.name!r} (the --scenario), but got {name!r}; "
+                        f"pass a report evaluated with scenario {scenario.name!r}")
+    per_class = report.get("per_class")
+    if isinstance(per_class, list) and per_class:
+        classes = [c.get("class") for c in per_class if isinstance(c, dict)]
+        if classes != scenario.classes:
+            raise DataError(f"{where}: per_class classes must be the scenario's {scenario.classes}, but got "
+                            f"{classes}; pass a report for a model of scenario {scenario.name!r}")
+    if not isinstance(report.get("weak_slices", []), list):
+        raise ConfigError(f"{where}: weak_slices must be a list, but got "
+                          f"{type(report.get('weak_slices')).__name__}")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from evaluator.ap import average_precision, bootstrap_ap
-from evaluator.checks import check_shard, manifest_scenario
+from evaluator.checks import REPORT_KIND, check_shard, manifest_scenario
 from evaluator.cocometrics import coco_metrics
 from evaluator.conditions import ConditionTables, condition_tables
 from evaluator.matching import Matches, match_predictions, validate_predictions
@@ -32,7 +32,6 @@ from generator.scenario import Scenario
 from generator.shard import Shard
 
 SCHEMA_VERSION = 1
-REPORT_KIND = "synthloop-failure-report"
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generator.errors import ConfigError, DataError
+from evaluator.checks import check_steering_report
+from generator.errors import ConfigError
 from generator.scenario import Scenario
 
-REPORT_KIND = "synthloop-failure-report"
-HELD_OUT_SPLIT = "real-test"
 OBJECTIVES = ("map50", "recall", "slice_recall")
 
 
@@ -96,32 +95,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
 
 
 def check_report(report: dict[str, Any], scenario: Scenario, where: str = "--report") -> None:
-    """Refuse a report the policy must not read: wrong kind, scenario, classes, or real-test."""
-    kind = report.get("kind")
-    if kind != REPORT_KIND or not isinstance(report.get("overall"), dict):
-        raise ConfigError(f"{where}: kind must be {REPORT_KIND!r} with an `overall` block, but got "
-                          f"kind={kind!r}; pass a report.json written by `synthloop evaluate`")
-    data = _block(report, "data")
-    if data.get("split") == HELD_OUT_SPLIT or report.get("final_report"):
-        raise DataError(f"{where}: data.split must not be {HELD_OUT_SPLIT!r} (final_report="
-                        f"{report.get('final_report')!r}, split={data.get('split')!r}); the policy "
-                        "reads only real-val or production reports so the loop never tunes itself "
-                        "to the held-out test set")
-    sc = report.get("scenario")
-    name = sc.get("name") if isinstance(sc, dict) else sc
-    if name != scenario.name:
-        raise DataError(f"{where}: scenario.name must be {scenario.name!r} (the --scenario), but "
-                        f"got {name!r}; pass a report evaluated with scenario {scenario.name!r}")
-    per_class = report.get("per_class")
-    if isinstance(per_class, list) and per_class:
-        classes = [c.get("class") for c in per_class if isinstance(c, dict)]
-        if classes != scenario.classes:
-            raise DataError(f"{where}: per_class classes must be the scenario's {scenario.classes}, "
-                            f"but got {classes}; pass a report for a model of scenario "
-                            f"{scenario.name!r}")
-    if not isinstance(report.get("weak_slices", []), list):
-        raise ConfigError(f"{where}: weak_slices must be a list, but got "
-                          f"{type(report.get('weak_slices')).__name__}")
+    """Refuse a report the policy must not read (:func:`evaluator.checks.check_steering_report`)."""
+    check_steering_report(report, scenario, where)
 
 
 def _weak_slice(i: int, w: Any, scenario: Scenario) -> WeakSlice | None:

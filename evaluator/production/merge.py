@@ -42,7 +42,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from evaluator.evaluate import REPORT_KIND
+from evaluator.checks import check_steering_report
 from evaluator.production.monitor import SIGNALS_KIND
 from evaluator.production.options import ProductionOptions
 from evaluator.slices import param_spec, weak_slices
@@ -51,7 +51,6 @@ from generator import atomic
 from generator.errors import ConfigError, DataError
 from generator.scenario import Scenario
 
-HELD_OUT_SPLIT = "real-test"
 DRIFT_TARGET_SOURCE = "pixels"  # drift measured on this source can become a target (rule 3)
 
 
@@ -83,20 +82,8 @@ def load_val_report(path: str | Path) -> dict[str, Any]:
 
 
 def check_val_report(report: dict[str, Any], scenario: Scenario) -> None:
-    """Refuse what the policy would refuse: another kind or scenario, real-test, final_report."""
-    if report.get("kind") != REPORT_KIND or not isinstance(report.get("overall"), dict):
-        raise ConfigError(f"--real-val-report: kind must be {REPORT_KIND!r} with an `overall` block, but got "
-                          f"kind={report.get('kind')!r}; pass a report.json written by `synthloop evaluate`")
-    data = _block(report, "data")
-    if data.get("split") == HELD_OUT_SPLIT or report.get("final_report"):
-        raise DataError(f"--real-val-report: data.split must not be {HELD_OUT_SPLIT!r} and final_report must be "
-                        f"false (got split={data.get('split')!r}, final_report={report.get('final_report')!r}); "
-                        "merge a real-val report so the loop never steers on the test set")
-    sc = report.get("scenario")
-    name = sc.get("name") if isinstance(sc, dict) else sc
-    if name != scenario.name:
-        raise DataError(f"--real-val-report: scenario.name must be {scenario.name!r}, but got {name!r}; "
-                        "pass a report of the model's scenario")
+    """Refuse what the policy would refuse (:func:`evaluator.checks.check_steering_report`)."""
+    check_steering_report(report, scenario, where="--real-val-report")
 
 
 def _check_signals(signals: dict[str, Any], report: dict[str, Any]) -> None:
