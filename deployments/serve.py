@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from flows.closed_loop import closed_loop
-from flows.settings import LoopSettings
+from flows.settings import UNATTENDED_WAIT_S, LoopSettings
 from generator.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ def deployments(settings: LoopSettings, cron: str = DEFAULT_CRON) -> list[Any]:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"--cron: must be a cron expression like '0 2 * * *', but got {cron!r} ({exc})") from None
     params = {"settings": settings.model_dump(mode="json")}
-    grow = {"settings": {**params["settings"], "add_iterations": settings.add_iterations or 1}}
+    grow = {"settings": {**params["settings"], "add_iterations": settings.add_iterations or 1,
+                         "wait_for_loop_s": settings.wait_for_loop_s or UNATTENDED_WAIT_S}}
     scheduled = closed_loop.to_deployment(name="scheduled", schedules=[schedule], parameters=grow, tags=["synthloop"],
                                           description=f"the closed loop {settings.loop_config().study_name}, "
                                                       f"cron {cron!r} (UTC)")

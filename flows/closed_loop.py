@@ -209,7 +209,7 @@ def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     """Render → train → evaluate on real-val → policy, ``iterations`` times, tracked in MLflow."""
     settings = settings or LoopSettings()
     cfg = settings.loop_config()
-    with workdir_lock.hold(cfg.work):  # one run per loop work directory: a second one fails at once
+    with workdir_lock.hold(cfg.work, settings.wait_for_loop_s):  # one run per loop work directory
         return _closed_loop(settings, cfg)
 
 

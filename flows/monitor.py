@@ -37,6 +37,7 @@ from evaluator.production import NoData, Window, commit, read_window
 from flows.closed_loop import IO_RETRY, _flow_run_id
 from flows.monitor_settings import MonitorSettings, decide, default_reference, default_val_report
 from flows.production_window import freeze_window, is_frozen, read_json, read_trigger, write_trigger
+from flows.settings import UNATTENDED_WAIT_S
 from generator.errors import ConfigError
 
 __all__ = ["MonitorSettings", "production_monitor"]
@@ -97,8 +98,8 @@ def idempotency_key(settings: MonitorSettings, window_id: str) -> str:
 
 def loop_parameters(settings: MonitorSettings, window_dir: Path) -> dict[str, Any]:
     """The triggered loop run's parameters: the loop's settings plus the window."""
-    return {"settings": {**settings.loop, "production": str(window_dir.resolve()),
-                         "add_iterations": settings.add_iterations}}
+    return {"settings": {"wait_for_loop_s": UNATTENDED_WAIT_S, **settings.loop,
+                         "production": str(window_dir.resolve()), "add_iterations": settings.add_iterations}}
 
 
 @task(name="trigger-loop", cache_policy=NO_CACHE)

@@ -29,6 +29,7 @@ from generator.errors import ConfigError, field_error
 
 DATA_DIR = Path("runs")  # the project's data directory (relative to the working directory)
 DEFAULT_WORKDIR = str(DATA_DIR / "loop")
+UNATTENDED_WAIT_S = 3600.0  # scheduled and monitor-triggered runs wait this long for a busy loop
 
 
 def settings_data(path: str | Path | None, overrides: dict[str, Any], what: str) -> dict[str, Any]:
@@ -57,6 +58,8 @@ class _Product(BaseModel):
     # > 0: run this many iterations more than the loop has completed (a scheduled deployment
     # grows its loop by this much each run); `iterations` is then ignored
     add_iterations: int = Field(default=0, ge=0)
+    # another run holds the loop's work directory: wait this long for it, then fail (0: at once)
+    wait_for_loop_s: float = Field(default=0.0, ge=0)
 
 
 def _loop_fields() -> dict[str, Any]:

@@ -147,6 +147,7 @@ def test_serve_registers_an_active_cron_schedule_and_a_manual_deployment(deploye
     assert starts and all((t.month, t.day, t.hour, t.minute) == (1, 1, 3, 17) for t in starts), starts
     assert all(r.state.type.value == "SCHEDULED" for r in deployed.planned)
     assert s.parameters["settings"]["add_iterations"] == 1  # each scheduled run grows the loop by one
+    assert s.parameters["settings"]["wait_for_loop_s"] == 3600  # and waits for a run already on it
     assert s.parameters["settings"]["workdir"].endswith("/scheduled")
     assert deployed.manual.schedules == [] and not deployed.manual.paused
     assert deployed.left == [], f"serve left processes {deployed.left} behind"

@@ -339,6 +339,7 @@ def test_a_drifted_window_triggers_the_loop_once_and_an_empty_poll_does_not(
     assert str(runs[0].id) == first["flow_run_id"] == json.loads((window / "trigger.json").read_text())["flow_run_id"]
     params = runs[0].parameters["settings"]
     assert params["add_iterations"] == 1 and params["workdir"] == watched["settings"]["workdir"]
+    assert params["wait_for_loop_s"] == 3600  # a busy loop (the nightly run) is waited for, not raced
     mlflow_run = window_run(settings, first["window"])
     assert mlflow_run.data.tags["synthloop.window.status"] == "ok" and mlflow_run.data.metrics["psi.brightness"] > 0.2
     assert mlflow_run.data.tags["synthloop.trigger.flow_run_id"] == first["flow_run_id"]

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,16 +23,22 @@ from flows.workdir_lock import LOCK_NAME, hold
 from generator.errors import BusyError
 
 HOLD = ("import sys, time; from flows.workdir_lock import hold\n"
-        "with hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)")
+        "with hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))")
+
+
+def start_holder(work: Path, seconds: float) -> subprocess.Popen[str]:
+    """A process that holds the lock of ``work`` for ``seconds``, returned once it holds it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(work), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
 
 
 @pytest.fixture
 def holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     """Another process holding the lock of ``tmp_path / 'loop'``."""
     work = tmp_path / "loop"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(work)], stdout=subprocess.PIPE, text=True)
+    proc = start_holder(work, 120)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         yield work, proc
     finally:
         proc.kill()
@@ -66,10 +73,10 @@ def test_a_killed_holder_leaves_no_stale_lock(holder) -> None:
 def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path: Path) -> None:
     work = tmp_path / "loop"
     with hold(work), hold(work):
-        probe = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(work)],
+        probe = subprocess.run([sys.executable, "-c", HOLD, str(work), "0"],
                                capture_output=True, text=True)
         assert probe.returncode != 0 and "BusyError" in probe.stderr  # still held by the outer block
-    probe = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(work)],
+    probe = subprocess.run([sys.executable, "-c", HOLD, str(work), "0"],
                            capture_output=True, text=True)
     assert probe.returncode == 0 and probe.stdout.strip() == "held"
 
@@ -81,3 +88,21 @@ def test_no_lock_file_is_left_in_someone_elses_directory(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="must be absent, empty or a loop's work directory"), hold(tmp_path):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_waiting_run_gets_the_loop_when_the_holder_finishes(tmp_path: Path) -> None:
+    work = tmp_path / "loop"
+    busy = start_holder(work, 120)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(BusyError, match=r"\(waited 1 s\)"), hold(work, wait_s=1, poll_s=0.2):
+            pass
+        assert time.monotonic() - t0 >= 1.0  # it did wait before giving up
+    finally:
+        busy.kill()
+        busy.wait()
+    short = start_holder(work, 2)
+    t0 = time.monotonic()
+    with hold(work, wait_s=60, poll_s=0.2):  # queued behind the short run, then runs
+        assert short.poll() is not None or time.monotonic() - t0 >= 1.0
+    short.wait()

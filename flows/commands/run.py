@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name, _, _ in OPTIONS if getattr(args, name) is not None}
     settings = LoopSettings.from_file(args.config, **{**given, **parse_sets(args.sets)})  # --set last
     cfg = settings.loop_config()
-    with workdir_lock.hold(cfg.work), prefect_api():  # a busy loop fails before the server starts
+    with workdir_lock.hold(cfg.work, settings.wait_for_loop_s), prefect_api():  # before the server starts
         rows = closed_loop(settings)
     print_table(rows)
     print(f"\n{verdict(rows)}")
