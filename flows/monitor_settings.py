@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flows.settings import DATA_DIR, LoopSettings, settings_data
+from flows.settings import DATA_DIR, LoopSettings, settings_data, settings_error
 from generator.errors import ConfigError, field_error
 
 DEFAULT_DEPLOYMENT = "closed-loop/manual"
@@ -52,11 +52,7 @@ class MonitorSettings(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            if err["type"] == "missing":
-                raise ConfigError(f"monitor.{where}: is required (e.g. --set {where}=...), but got none") from None
-            raise field_error(f"monitor.{where}", err["msg"].lower(), err.get("input")) from None
+            raise settings_error(exc, "monitor") from None
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: Any) -> MonitorSettings:

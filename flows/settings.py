@@ -49,6 +49,15 @@ def settings_data(path: str | Path | None, overrides: dict[str, Any], what: str)
     return data
 
 
+def settings_error(exc: ValidationError, what: str) -> ConfigError:
+    """A pydantic validation error as one ConfigError line naming ``<what>.<field>``."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "settings"
+    if err["type"] == "missing":
+        return ConfigError(f"{what}.{where}: is required (e.g. --set {where}=...), but got none")
+    return field_error(f"{what}.{where}", err["msg"].lower(), err.get("input"))
+
+
 class _Product(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,9 +97,7 @@ class LoopSettings(_Base):  # type: ignore[misc, valid-type]
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            raise field_error(f"loop.{where}", err["msg"].lower(), err.get("input")) from None
+            raise settings_error(exc, "loop") from None
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: Any) -> LoopSettings:
