@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from flows.settings import DATA_DIR, LoopSettings, settings_data, settings_error
+from flows.settings import DATA_DIR, FileSettings, LoopSettings
 from generator.errors import ConfigError, field_error
 
 DEFAULT_DEPLOYMENT = "closed-loop/manual"
 
 
-class MonitorSettings(BaseModel):
+class MonitorSettings(FileSettings):
     """Everything one monitor run needs (docs/production.md, "The monitor flow")."""
 
-    model_config = ConfigDict(extra="forbid")
+    KIND: ClassVar[str] = "monitor"
 
     log: str  # the production log directory (*.jsonl, any depth)
     state: str | None = None  # watermark file; default LOG/ingest-state.json
@@ -45,19 +45,6 @@ class MonitorSettings(BaseModel):
     score_threshold: float | None = Field(default=None, ge=0.0, lt=1.0)  # default: the report's
     tracking_uri: str | None = None  # default: the loop's (sqlite:///runs/mlflow.db)
     experiment: str | None = None  # default: synthloop/<loop id>/production
-
-    @classmethod
-    def build(cls, data: dict[str, Any]) -> MonitorSettings:
-        """Validate ``data``; a bad, missing or unknown key is one ConfigError line naming it."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise settings_error(exc, "monitor") from None
-
-    @classmethod
-    def from_file(cls, path: str | Path | None = None, **overrides: Any) -> MonitorSettings:
-        """Settings from a YAML mapping file (optional) with ``overrides`` (None = not given)."""
-        return cls.build(settings_data(path, overrides, "monitor"))
 
     def loop_settings(self) -> LoopSettings:
         """The watched loop's settings (errors name ``loop.<field>``)."""

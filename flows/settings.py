@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -58,8 +58,28 @@ def settings_error(exc: ValidationError, what: str) -> ConfigError:
     return field_error(f"{what}.{where}", err["msg"].lower(), err.get("input"))
 
 
-class _Product(BaseModel):
+class FileSettings(BaseModel):
+    """Settings read from a YAML mapping file plus overrides; errors name ``<KIND>.<field>``."""
+
     model_config = ConfigDict(extra="forbid")
+    KIND: ClassVar[str] = "settings"  # "loop", "monitor": the prefix of error messages
+
+    @classmethod
+    def build(cls, data: dict[str, Any]) -> Self:
+        """Validate ``data``; a bad, missing or unknown key is one ConfigError line naming it."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise settings_error(exc, cls.KIND) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, **overrides: Any) -> Self:
+        """Settings from a YAML/JSON mapping file (optional) with ``overrides`` (None = not given)."""
+        return cls.build(settings_data(path, overrides, cls.KIND))
+
+
+class _Product(FileSettings):
+    KIND: ClassVar[str] = "loop"
 
     tracking_uri: str | None = None  # default: sqlite:///<DATA_DIR>/mlflow.db
     experiment: str | None = None  # default: synthloop/<loop id>
@@ -90,16 +110,3 @@ class LoopSettings(_Base):  # type: ignore[misc, valid-type]
         """The library-level config, validated (raises ConfigError naming the field)."""
         names = {f.name for f in dataclasses.fields(LoopConfig)}
         return LoopConfig(**{k: v for k, v in self.model_dump().items() if k in names}).validate()
-
-    @classmethod
-    def build(cls, data: dict[str, Any]) -> LoopSettings:
-        """Validate ``data``; a bad or unknown key is one ConfigError line naming it."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise settings_error(exc, "loop") from None
-
-    @classmethod
-    def from_file(cls, path: str | Path | None = None, **overrides: Any) -> LoopSettings:
-        """Settings from a YAML/JSON mapping file (optional) with ``overrides`` (None = not given)."""
-        return cls.build(settings_data(path, overrides, "loop"))
