@@ -51,7 +51,8 @@ def _scenario(settings: MonitorSettings) -> Any:
 
 @task(name="read-window", cache_policy=NO_CACHE, **IO_RETRY)
 def read_new_records(settings: MonitorSettings) -> Window | NoData:
-    return read_window(settings.log, settings.state, classes=_scenario(settings).classes)
+    return read_window(settings.log, settings.state, classes=_scenario(settings).classes,
+                       frames_root=settings.frames_root)
 
 
 def _options(settings: MonitorSettings, val: dict[str, Any] | None) -> Any:

@@ -32,6 +32,7 @@ class MonitorSettings(FileSettings):
 
     log: str  # the production log directory (*.jsonl, any depth)
     state: str | None = None  # watermark file; default LOG/ingest-state.json
+    frames_root: str | None = None  # every record's frame must resolve inside it; default: LOG's parent
     windows_dir: str = str(DATA_DIR / "windows")  # frozen windows go to WINDOWS_DIR/<window id>/
     loop: dict[str, Any] = Field(default_factory=dict)  # LoopSettings of the loop to trigger
     deployment: str = DEFAULT_DEPLOYMENT  # "<flow>/<deployment>" run when a window triggers
@@ -58,6 +59,9 @@ class MonitorSettings(FileSettings):
         if not Path(self.log).is_dir():
             raise field_error("monitor.log", "must be the production log directory", self.log,
                               "pass the directory the deployed model appends *.jsonl records to")
+        if self.frames_root is not None and not Path(self.frames_root).is_dir():
+            raise field_error("monitor.frames_root", "must be the directory the log's frames live under",
+                              self.frames_root, "pass an existing directory, or drop it to use the log's parent")
         loop = self.loop_settings()
         loop.loop_config()
         flow_name, sep, name = self.deployment.partition("/")

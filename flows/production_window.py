@@ -10,7 +10,8 @@ the records the monitor saw, whatever happened to the log since::
                          timestamp, frames, reviewed frames, model versions, what the signals used
       records.jsonl      the window's valid new records in log order (production-log format),
                          ``image`` rewritten to ``frames/<n>.<ext>`` (relative to this file)
-      frames/            copies of the frames the records point at
+      frames/            copies of the frames the records point at (mode: the source's without
+                         group/other write or any execute bit, e.g. 0640 stays 0640)
       signals.json, .md  the monitor's signals (its reference shards, its real-val report's bins)
       report.json, .md   the merged report, when the monitor had a real-val report
       trigger.json       added later (atomically) when the window triggered a loop run
@@ -23,12 +24,13 @@ binned with the very report they are merged into).
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from evaluator.production.ingest import IngestedRecord, Window
-from evaluator.production.log import Malformed, parse_line, record_line, resolve_image
+from evaluator.production.log import MAX_FRAME_BYTES, Malformed, parse_line, record_line, resolve_image
 from generator import atomic
 from generator.errors import ConfigError, DataError
 
@@ -45,6 +47,30 @@ def _frame_line(item: IngestedRecord, index: int) -> tuple[str, str]:
     data = item.record.model_dump(mode="json", by_alias=True)
     data["image"] = f"frames/{name}"
     return name, record_line(data)
+
+
+def copy_frame(src: Path, dst: Path) -> None:
+    """Copy a checked frame without widening its permissions: ``dst`` gets the source's mode
+    less group/other write and execute bits (a 0640 frame stays 0640, never 0644), so a frozen
+    window is never more readable than the frames it copies. ``src`` is the frame as checked at
+    ingest (symlinks resolved); a frame replaced since by a symlink, a non-regular file or one
+    over :data:`MAX_FRAME_BYTES` is refused."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise DataError(f"frame {str(src)!r}: must still be the regular file checked at ingest ({exc.strerror}); "
+                        "rerun the monitor to read the window again") from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FRAME_BYTES:
+            raise DataError(f"frame {str(src)!r}: must be a regular file of at most {MAX_FRAME_BYTES} bytes "
+                            "as checked at ingest; rerun the monitor to read the window again")
+        data = fh.read(MAX_FRAME_BYTES + 1)
+    if len(data) > MAX_FRAME_BYTES:
+        raise DataError(f"frame {str(src)!r}: grew past {MAX_FRAME_BYTES} bytes since ingest; rerun the monitor")
+    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(st.st_mode) & 0o644)
+    with os.fdopen(out, "wb") as fh:
+        fh.write(data)
 
 
 def window_info(window: Window, signals: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +107,7 @@ def freeze_window(window: Window, root: str | Path, signals: dict[str, Any],
         lines = []
         for i, item in enumerate(window.records):
             name, line = _frame_line(item, i)
-            shutil.copyfile(item.image_path, tmp / "frames" / name)
+            copy_frame(item.image_path, tmp / "frames" / name)
             lines.append(line)
         (tmp / RECORDS_FILE).write_text("".join(lines), encoding="utf-8")
         (tmp / WINDOW_FILE).write_text(atomic.dumps_json(atomic.jsonable(window_info(window, signals))))

@@ -21,6 +21,12 @@ in place is detected and re-read from the start), the identities of every record
 (duplicates across files or rewrites are counted as ``duplicate``, not again as new), running
 totals, and one entry per committed window with its counts.
 
+Frames: a record's ``image`` must resolve (symlinks followed) inside the *frames root* — the
+``frames_root`` argument, by default the log directory's parent (a stream keeps ``log/`` and
+``frames/`` side by side) — and be a decodable image within the size caps; any other record is
+malformed (``evaluator.production.log.check_frame``). A log line never makes the ingester read,
+or the monitor copy, a file outside that root.
+
 Only complete lines (ending in ``\\n``) are consumed: a last line still being written is left
 for the next run (``counts.partial_lines``). Malformed lines are skipped, reported with file,
 line number, field and rule, and consumed (reported once).
@@ -46,7 +52,8 @@ TAIL_BYTES = 65536  # bytes before the watermark whose hash detects a rewritten 
 
 @dataclass(frozen=True)
 class IngestedRecord:
-    """A valid new record and where it came from (``image_path`` resolved and existing)."""
+    """A valid new record and where it came from (``image_path``: the checked frame, symlinks
+    resolved, inside the frames root)."""
 
     file: str
     line: int
@@ -144,8 +151,8 @@ def _read_file(path: Path, rel: str, mark: dict[str, Any] | None) -> tuple[_Read
     return read, data[: start + cut]
 
 
-def _parse(read: _Read, path: Path, seen: set[str], classes: list[str] | None, counts: dict[str, int],
-           malformed: list[Malformed], records: list[IngestedRecord]) -> None:
+def _parse(read: _Read, path: Path, root: Path, seen: set[str], classes: list[str] | None,
+           counts: dict[str, int], malformed: list[Malformed], records: list[IngestedRecord]) -> None:
     for i, raw in enumerate(read.lines):
         line_no = read.first_line + i
         try:
@@ -158,7 +165,7 @@ def _parse(read: _Read, path: Path, seen: set[str], classes: list[str] | None, c
         if not text.strip():
             continue
         counts["total"] += 1
-        parsed = parse_line(text, read.rel, line_no, path.parent, classes)
+        parsed = parse_line(text, read.rel, line_no, path.parent, classes, root)
         if isinstance(parsed, Malformed):
             counts["malformed"] += 1
             malformed.append(parsed)
@@ -168,7 +175,7 @@ def _parse(read: _Read, path: Path, seen: set[str], classes: list[str] | None, c
             seen.add(parsed.key)
             counts["new"] += 1
             where = resolve_image(parsed.image, path.parent)  # a Path: parse_line checked it
-            records.append(IngestedRecord(read.rel, line_no, parsed, Path(where)))
+            records.append(IngestedRecord(read.rel, line_no, parsed, Path(where).resolve()))
 
 
 def check_log_dir(log: str | Path) -> Path:
@@ -179,13 +186,30 @@ def check_log_dir(log: str | Path) -> Path:
     return path
 
 
-def read_window(log: str | Path, state: str | Path | None = None,
-                classes: list[str] | None = None) -> Window | NoData:
+def frames_root_of(log_dir: Path, frames_root: str | Path | None) -> Path:
+    """The directory every frame must resolve into: ``frames_root``, else the log's parent."""
+    if frames_root is not None:
+        root = Path(frames_root)
+        if not root.is_dir():
+            raise ConfigError(f"frames_root: must be the directory the frames live under, but {str(root)!r} "
+                              "is not a directory; pass the directory holding the frames the log names")
+        return root.resolve()
+    root = log_dir.resolve().parent
+    if root == Path(root.anchor):
+        raise ConfigError(f"frames_root: the default (the log directory's parent) would be the filesystem root "
+                          f"for log {str(log_dir)!r}; set frames_root to the directory holding the frames")
+    return root
+
+
+def read_window(log: str | Path, state: str | Path | None = None, classes: list[str] | None = None,
+                frames_root: str | Path | None = None) -> Window | NoData:
     """Read every complete line not yet committed under ``log`` (see the module docstring).
 
     ``state`` defaults to ``LOG/ingest-state.json``; ``classes`` (the model's class names)
-    makes predictions or labels of another class malformed. Changes nothing on disk."""
+    makes predictions or labels of another class malformed; ``frames_root`` (default: the log
+    directory's parent) is where every frame must lie. Changes nothing on disk."""
     log_dir = check_log_dir(log)
+    root = frames_root_of(log_dir, frames_root)
     state_path = Path(state) if state is not None else log_dir / STATE_FILE
     old, state_sha = load_state(state_path, log_dir)
     nxt = json.loads(json.dumps(old))
@@ -207,7 +231,7 @@ def read_window(log: str | Path, state: str | Path | None = None,
         if read.end == read.start:
             continue
         counts["files"] += 1
-        _parse(read, path, seen, classes, counts, malformed, records)
+        _parse(read, path, root, seen, classes, counts, malformed, records)
         nxt["files"][rel] = {"offset": read.end, "lines": read.first_line - 1 + len(read.lines),
                              "tail_sha256": _tail_sha(consumed)}
         reads.append([rel, read.start, read.end, hashlib.sha256(consumed[read.start:]).hexdigest()])

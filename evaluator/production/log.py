@@ -14,10 +14,14 @@ are read in sorted path order). One record (docs/production.md has every rule)::
   *duplicate* and is counted once.
 - ``timestamp``: ISO 8601 **with** a UTC offset (``Z`` or ``+HH:MM``).
 - ``image``: a path relative to the JSONL file's directory, an absolute path, or a ``file://``
-  URI; the file must exist when the line is ingested.
+  URI. It must resolve (symlinks followed) inside the *frames root* — by default the log
+  directory's parent, where ``simulate-production`` keeps ``frames/`` beside ``log/`` — and be
+  a decodable image of at most :data:`MAX_FRAME_BYTES` bytes and :data:`MAX_FRAME_PIXELS`
+  pixels when the line is ingested. A log record never makes the reader open another file.
 - ``model_version``: non-empty string naming the model that made ``predictions``.
 - ``predictions``: the model's detections, ``bbox`` ``[x, y, w, h]`` in image pixels (finite,
-  ``w, h > 0``), ``class`` (a class name), ``score`` in ``[0, 1]``. Log everything down to a
+  ``|v| <= MAX_COORD``, ``w, h > 0``, and inside ``[-W, 2W] × [-H, 2H]`` for a ``W × H``
+  frame), ``class`` (a class name), ``score`` in ``[0, 1]``. Log everything down to a
   low score (0.05) so the confidence signals see the uncertain detections.
 - ``labels`` (optional): reviewed true objects, ``bbox`` + ``class``. Absent or ``null`` = not
   reviewed; ``[]`` = reviewed, nothing there.
@@ -41,6 +45,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 FORMAT = "synthloop-production-log/1"
 LOG_SUFFIX = ".jsonl"
 MAX_VALUE_CHARS = 80  # how much of an offending value a Malformed entry keeps
+MAX_FRAME_BYTES = 32 * 1024 * 1024  # a frame file larger than this is refused (32 MiB)
+MAX_FRAME_PIXELS = 4096 * 4096  # a frame with more pixels than this is refused (16.8 MP)
+MAX_COORD = 1e6  # no box coordinate may exceed this magnitude (pixels), whatever the frame
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True, frozen=True)
 
@@ -55,6 +62,8 @@ class Label(BaseModel):
     @field_validator("bbox")
     @classmethod
     def _positive_size(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        if any(abs(c) > MAX_COORD for c in v):
+            raise ValueError(f"coordinates must be within ±{MAX_COORD:g} pixels")
         if v[2] <= 0 or v[3] <= 0:
             raise ValueError("width and height must be > 0")
         return v
@@ -133,10 +142,47 @@ def _first_error(exc: ValidationError) -> tuple[str, str, str]:
     return loc, str(err["msg"]), _short(err.get("input"))
 
 
+def check_frame(path: Path, root: Path) -> tuple[Path, tuple[int, int]] | str:
+    """``(resolved path, (width, height))`` of a frame that may be read, or a one-line reason it
+    may not: it must resolve (symlinks followed) inside ``root``, be a regular file of at most
+    :data:`MAX_FRAME_BYTES`, and decode as an image of at most :data:`MAX_FRAME_PIXELS`."""
+    import warnings
+
+    from PIL import Image
+
+    real, top = path.resolve(), root.resolve()
+    if not real.is_relative_to(top):
+        return f"must resolve inside the frames root {str(top)!r} (symlinks followed); set frames_root"
+    if not real.is_file():
+        return "file must exist (paths are relative to the JSONL file)"
+    size = real.stat().st_size
+    if size > MAX_FRAME_BYTES:
+        return f"frame file must be at most {MAX_FRAME_BYTES} bytes, but has {size}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(real) as im:
+                width, height = im.size
+                if width * height > MAX_FRAME_PIXELS:
+                    return f"frame must have at most {MAX_FRAME_PIXELS} pixels, but is {width}x{height}"
+                im.verify()
+    except Exception as exc:  # PIL raises many types for a bad file: any of them means "not an image"
+        return f"must be a decodable image ({type(exc).__name__})"
+    return real, (width, height)
+
+
+def _box_outside(bbox: tuple[float, float, float, float], size: tuple[int, int]) -> bool:
+    x, y, w, h = bbox
+    width, height = size
+    return x < -width or y < -height or x + w > 2 * width or y + h > 2 * height
+
+
 def parse_line(text: str, file: str, line: int, base_dir: Path,
-               classes: list[str] | None = None) -> ProductionRecord | Malformed:
+               classes: list[str] | None = None, root: Path | None = None) -> ProductionRecord | Malformed:
     """Validate one log line. ``classes`` (the model's class names), when given, restricts the
-    ``class`` of predictions and labels; the image file must exist under ``base_dir``."""
+    ``class`` of predictions and labels; the image must pass :func:`check_frame` under ``root``
+    (default ``base_dir``, the JSONL file's directory) and every box lie within
+    ``[-W, 2W] × [-H, 2H]`` of the ``W × H`` frame."""
     try:
         record = ProductionRecord.model_validate_json(text)
     except ValidationError as exc:
@@ -144,15 +190,18 @@ def parse_line(text: str, file: str, line: int, base_dir: Path,
     where = resolve_image(record.image, base_dir)
     if isinstance(where, str):
         return Malformed(file, line, "image", where, _short(record.image))
-    if not where.is_file():
-        return Malformed(file, line, "image", "file must exist (paths are relative to the JSONL file)",
-                         _short(record.image))
-    if classes is not None:
-        for group in ("predictions", "labels"):
-            for i, obj in enumerate(getattr(record, group) or []):
-                if obj.cls not in classes:
-                    return Malformed(file, line, f"{group}.{i}.class",
-                                     f"must be one of the model's classes {classes}", _short(obj.cls))
+    frame = check_frame(where, base_dir if root is None else root)
+    if isinstance(frame, str):
+        return Malformed(file, line, "image", frame, _short(record.image))
+    for group in ("predictions", "labels"):
+        for i, obj in enumerate(getattr(record, group) or []):
+            if classes is not None and obj.cls not in classes:
+                return Malformed(file, line, f"{group}.{i}.class",
+                                 f"must be one of the model's classes {classes}", _short(obj.cls))
+            if _box_outside(obj.bbox, frame[1]):
+                w, h = frame[1]
+                return Malformed(file, line, f"{group}.{i}.bbox", f"must lie within [-{w}, {2 * w}] x "
+                                 f"[-{h}, {2 * h}] of the {w}x{h} frame", _short(list(obj.bbox)))
     return record
 
 

@@ -34,6 +34,10 @@ def _add_ingest(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--log", required=True, metavar="DIR", help="production log directory (*.jsonl, any depth)")
     p.add_argument("--state", default=None, metavar="FILE",
                    help="watermark state file (default LOG/ingest-state.json)")
+    p.add_argument("--frames-root", default=None, metavar="DIR",
+                   help="every record's image must resolve (symlinks followed) inside DIR and be a decodable "
+                        "image; others are malformed (default: the parent of LOG, where log/ and frames/ sit "
+                        "side by side)")
     p.add_argument("--reference", required=True, nargs="+", metavar="SHARD",
                    help="shards the model was trained on: the reference distribution for drift")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output directory to create")
@@ -80,7 +84,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
     if threshold is None:
         threshold = ((val or {}).get("settings") or {}).get("score_threshold", 0.3)
     options = ProductionOptions(score_threshold=threshold).validate()
-    result = read_window(args.log, args.state, classes=scenario.classes)
+    result = read_window(args.log, args.state, classes=scenario.classes, frames_root=args.frames_root)
     if window_id_at(args.out) == result.window_id:  # a run that crashed before its commit
         commit(result)
         print(f"window {result.window_id} was already written to {args.out}; watermark committed")
