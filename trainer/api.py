@@ -66,9 +66,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_detector(path: str | Path, device: str = "auto") -> Detector:
-    """Load a checkpoint directory written by :func:`train`, ready for ``predict``."""
-    detector, _, _ = load_checkpoint(path)
+def load_detector(path: str | Path, device: str = "auto", trust_module: bool | None = None) -> Detector:
+    """Load a checkpoint directory written by :func:`train`, ready for ``predict``. Only a
+    registered model loads unless ``trust_module`` (default ``SYNTHLOOP_TRUST_MODEL_MODULE=1``)
+    lets ``model.json`` import its module (:mod:`trainer.checkpoint`)."""
+    detector, _, _ = load_checkpoint(path, trust_module)
     detector.to(resolve_device(device))
     detector.module.eval()
     return detector
@@ -168,6 +170,8 @@ def train_with_config(sources: list[DataSource], out: Path, cfg: TrainConfig, *,
 
 def _load_init(init: Path, model: str | None, input_size: int | None,
                model_options: dict[str, Any] | None) -> _Parent:
+    if model is not None:
+        get_model(model)  # an explicit `--model pkg.mod:NAME` registers its model before the checkpoint loads
     detector, payload, meta = load_checkpoint(init)
     if model is not None and get_model(model).name != meta["model"]:
         raise ConfigError(f"--model: {model!r} differs from the --init model {meta['model']!r}; "

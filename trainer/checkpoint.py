@@ -11,11 +11,17 @@
                    weights_sha256 and a fingerprint of all training inputs
 
 ``model.json`` holds no timings, so the same seed, data and code give the same file.
+
+A checkpoint is data and may come from anywhere: loading one never imports the module its
+``model.json`` names unless the caller trusts it (``trust_module=True``, or the environment
+variable ``SYNTHLOOP_TRUST_MODEL_MODULE=1``). Otherwise only models registered in this process
+load (the built-ins, or a plugin the caller imported first).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +31,10 @@ from generator import atomic
 from generator.errors import ConfigError
 from generator.shard import sha256_file
 from trainer.detector import Detector
-from trainer.registry import get_model, make_config
+from trainer.registry import ModelSpec, get_model, make_config, registered
 
 FORMAT = "synthloop-model/1"
+TRUST_ENV = "SYNTHLOOP_TRUST_MODEL_MODULE"  # "1": checkpoints may import the module they name
 
 
 def save_checkpoint(out: Path, detector: Detector, optimizer: torch.optim.Optimizer,
@@ -74,12 +81,36 @@ def read_model_json(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | Path) -> tuple[Detector, dict[str, Any], dict[str, Any]]:
-    """Rebuild the detector on the CPU: ``(detector, payload, model.json)``."""
+def _trusted(trust_module: bool | None) -> bool:
+    return os.environ.get(TRUST_ENV, "") == "1" if trust_module is None else trust_module
+
+
+def model_spec(meta: dict[str, Any], meta_path: Path, trust_module: bool | None = None) -> ModelSpec:
+    """The registered model ``model.json`` names. Its ``model_module`` (or a ``module:NAME``
+    model) is imported only when trusted (module docstring); otherwise a ConfigError says how."""
+    name, module = meta.get("model"), meta.get("model_module")
+    if not isinstance(name, str) or not name or not (module is None or isinstance(module, str)):
+        raise ConfigError(f"model: {meta_path} `model` must be a registered model name, but got {name!r}; "
+                          "train it again")
+    spec = registered(name)
+    if spec is not None:
+        return spec
+    if not _trusted(trust_module):
+        where = name.split(":", 1)[0] if ":" in name else module
+        raise ConfigError(f"model: {meta_path} names model {name!r} (module {where!r}), which is not registered, "
+                          "and a checkpoint may not choose code to import; import that module yourself first, "
+                          f"or set {TRUST_ENV}=1 (trust_module=True) if you trust this checkpoint")
+    return get_model(name, module)
+
+
+def load_checkpoint(path: str | Path, trust_module: bool | None = None
+                    ) -> tuple[Detector, dict[str, Any], dict[str, Any]]:
+    """Rebuild the detector on the CPU: ``(detector, payload, model.json)``. ``trust_module``
+    (default: ``SYNTHLOOP_TRUST_MODEL_MODULE=1``) lets ``model.json`` import its model's module."""
     path = Path(path)
     meta = read_model_json(path)
+    spec = model_spec(meta, path / "model.json", trust_module)
     try:
-        spec = get_model(str(meta["model"]), meta.get("model_module"))
         config = make_config(spec, dict(meta["config"]))
         detector = spec.detector_class(config, list(meta["classes"]), str(meta.get("scenario", "")))
     except (KeyError, TypeError) as exc:

@@ -6,8 +6,10 @@ Built-in: ``centernet`` (:mod:`trainer.centernet`). A user package adds its own 
     register_model("fasterrcnn", MyFasterRCNN)      # a Detector subclass
 
 and selects it with ``--model mypkg.detectors:fasterrcnn`` (the module is imported first, which
-runs its ``register_model`` call). The checkpoint records that module, so
-:func:`trainer.api.load_detector` can import it again in a fresh process.
+runs its ``register_model`` call). The checkpoint records that module, but a checkpoint is
+data, not code: :func:`trainer.checkpoint.load_checkpoint` loads only models registered in this
+process (built-ins, or a module the caller imported first) and imports the recorded module only
+when trusted (``trust_module=True`` or ``SYNTHLOOP_TRUST_MODEL_MODULE=1``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ def _load_builtins() -> None:
 def available_models() -> list[str]:
     _load_builtins()
     return sorted(_REGISTRY)
+
+
+def registered(name: str) -> ModelSpec | None:
+    """The spec registered as ``name`` (built-ins loaded first), or None; imports nothing else."""
+    _load_builtins()
+    return _REGISTRY.get(name)
 
 
 def get_model(ref: str, module: str | None = None) -> ModelSpec:
