@@ -6,7 +6,8 @@
   its sampled values (image values from ``images[].conditions``, object values from
   ``annotations[].attributes`` — annotated objects only, fully hidden ones are not in the
   shard) against the requested distribution: the mixture ``(1 - uniform_share) · params +
-  uniform_share · uniform``, with exact bin probabilities from the distributions' CDFs (the same
+  uniform_share · uniform`` (for mixture params ``uniform_share · uniform + (1 - uniform_share)
+  · Σ_k w_k · component_k``, weights normalised), with exact bin probabilities from the distributions' CDFs (the same
   laws :mod:`generator.sampling` draws from; a test checks them against ``sample_value``).
   Total-variation distance and a chi-square p-value; flagged when ``p < 0.001`` and
   ``TVD >= 0.05``, when values fall outside the support, or when values are not recorded;
@@ -17,6 +18,8 @@
   Kruskal–Wallis for categoricals, at the condition's level (one row per image or per object).
   Flagged "no measurable effect" when some condition had enough data (>= 30 rows, the parameter
   spread over >= 2 values) and every tested condition gives ``p > 0.01``;
+- ``mixture`` (mixture params only): per component, the images that drew from it
+  (``mix_component``) against its expected share (binomial test, flagged when ``p < 0.001``);
 - ``class_balance``: annotations per class, max/min ratio; flagged for an empty class or a
   ratio above ``max_class_ratio``;
 - ``conditions``: histograms of recorded condition/attribute keys that are not scenario
@@ -112,15 +115,26 @@ def _mass(p: ParamSpec, d: Distribution, a: np.ndarray, b: np.ndarray) -> np.nda
 def expected_probs(p: ParamSpec, params: GenerationParams, name: str,
                    edges: np.ndarray | None = None) -> np.ndarray:
     """Probability of each bin (numeric: between ``edges``, outer bins open) or choice."""
-    d = params.distributions.get(name, UNIFORM)
     u = params.uniform_share
+    parts = [((1 - u) * w, dists.get(name, UNIFORM)) for w, dists in params.mixture()]
     if not p.is_numeric:
-        return (1 - u) * _choice_probs(p, d) + u * _choice_probs(p, UNIFORM)
+        return sum((w * _choice_probs(p, d) for w, d in parts), u * _choice_probs(p, UNIFORM))
     assert edges is not None
     a = np.concatenate([[-np.inf], edges[1:-1]])
     b = np.concatenate([edges[1:-1], [np.inf]])
-    probs = (1 - u) * _mass(p, d, a, b) + u * _mass(p, UNIFORM, a, b)
+    probs = sum((w * _mass(p, d, a, b) for w, d in parts), u * _mass(p, UNIFORM, a, b))
     return probs / probs.sum()
+
+
+def requested(params: GenerationParams, name: str) -> dict[str, Any]:
+    """The requested distribution of one parameter as JSON: the distribution itself, or for
+    mixture params ``{"mixture": [{"share", "distribution"}, …]}`` (uniform share first)."""
+    if not params.is_mixture:
+        return params.distributions.get(name, UNIFORM).model_dump(mode="json", exclude_none=True)
+    u = params.uniform_share
+    return {"mixture": [{"share": _num(u), "distribution": {"kind": "uniform"}}] + [
+        {"share": _num((1 - u) * w), "distribution": d.get(name, UNIFORM).model_dump(mode="json", exclude_none=True)}
+        for w, d in params.mixture()]}
 
 
 def _choice_probs(p: ParamSpec, d: Distribution) -> np.ndarray:
@@ -163,8 +177,7 @@ def parameter_check(name: str, p: ParamSpec, params: GenerationParams,
     values, missing = _param_values(coco, name, p.scope)
     out: dict[str, Any] = {"name": name, "scope": p.scope, "type": p.type, "n": len(values),
                            "missing": missing, "flags": []}
-    d = params.distributions.get(name, UNIFORM)
-    out["distribution"] = d.model_dump(mode="json", exclude_none=True)
+    out["distribution"] = requested(params, name)
     if missing:
         out["flags"].append(f"value not recorded on {missing} {p.scope} records")
     if not values:
@@ -220,6 +233,24 @@ def uniform_mix_check(coco: dict[str, Any], share: float) -> dict[str, Any]:
     return out
 
 
+def mixture_check(coco: dict[str, Any], params: GenerationParams) -> dict[str, Any] | None:
+    """Images per mixture component (``mix_component``) against the requested shares."""
+    if not params.is_mixture:
+        return None
+    shares = params.image_shares()[1:]
+    seen = [i.get("conditions", {}).get("mix_component") for i in coco["images"]]
+    known = [int(c) for c in seen if isinstance(c, int | float) and not isinstance(c, bool)]
+    out: dict[str, Any] = {"n": len(known), "components": [], "flags": []}
+    for k, (name, share) in enumerate(shares):
+        hits = sum(c == k for c in known)
+        pval = float(stats.binomtest(hits, len(known), share).pvalue) if known and 0 < share < 1 else None
+        out["components"].append({"component": name, "expected_share": _num(share), "images": hits,
+                                  "p_value": _num(pval)})
+        if (share == 0 and hits) or (pval is not None and pval < P_MISMATCH):
+            out["flags"].append(f"component {name!r}: {hits}/{len(known)} images, expected share {share:.3f}")
+    return out
+
+
 # ---------------------------------------------------------------------- ignored parameters
 def _effect_rows(df: Any, pcol: str, ccol: str, level: str, scope: str,
                  numeric: bool) -> tuple[Any, Any] | str:
@@ -269,11 +300,12 @@ def effect_check(name: str, spec: ScenarioSpec, params: GenerationParams, df: An
     p = spec.parameters[name]
     out: dict[str, Any] = {"parameter": name, "conditions": list(p.conditions), "tests": [],
                            "flags": []}
-    d = params.distributions.get(name, UNIFORM)
     pcol = f"{'param' if p.scope == 'image' else 'obj'}.{name}"
     if not p.conditions:
         return {**out, "status": "not testable", "reason": "declares no conditions"}
-    if d.kind == "fixed" and params.uniform_share == 0:
+    used = [d.get(name, UNIFORM) for w, d in params.mixture() if w > 0]
+    if (params.uniform_share == 0 and all(d.kind == "fixed" for d in used)
+            and len({str(d.value) for d in used}) == 1):
         return {**out, "status": "not testable", "reason": "fixed distribution"}
     if df is None or pcol not in df:
         return {**out, "status": "not testable", "reason": f"{pcol} not in conditions.parquet"}
@@ -381,10 +413,13 @@ def coverage_report(path: str | Path, max_class_ratio: float = 10.0, alpha: floa
         df = _conditions_table(shard)
         report.update(scenario=spec.name, uniform_share=params.uniform_share)
         report["uniform_mix"] = uniform_mix_check(coco, params.uniform_share)
+        mix = mixture_check(coco, params)
+        if mix is not None:
+            report["mixture"] = mix
         for name, p in spec.parameters.items():
             report["parameters"].append(parameter_check(name, p, params, coco))
             report["effects"].append(effect_check(name, spec, params, df, alpha, min_n))
-        skip = set(spec.parameters) | {"uniform_mix"}
+        skip = set(spec.parameters) | {"uniform_mix", "mix_component"}
     report["class_balance"] = class_balance(coco, max_class_ratio)
     report["conditions"] = condition_histograms(coco, skip)
     report["flags"] = _collect_flags(report)
@@ -396,6 +431,7 @@ def _collect_flags(report: dict[str, Any]) -> list[str]:
     flags = [f"parameter {p['name']}: {f}" for p in report["parameters"] for f in p["flags"]]
     flags += [f"parameter {e['parameter']}: {f}" for e in report["effects"] for f in e["flags"]]
     flags += [f"uniform_mix: {f}" for f in (report["uniform_mix"] or {}).get("flags", [])]
+    flags += [f"mixture: {f}" for f in (report.get("mixture") or {}).get("flags", [])]
     flags += [f"class balance: {f}" for f in report["class_balance"]["flags"]]
     return flags
 
@@ -432,6 +468,11 @@ def to_markdown(report: dict[str, Any]) -> str:
                 if t["status"] == "tested" else "") for t in e["tests"])
             lines.append(f"| {e['parameter']} | {e['status']} | {tests or e.get('reason', '–')} |")
         lines.append("")
+    if report.get("mixture"):
+        lines += ["## Mixture components: images drawn vs requested", "",
+                  "| component | expected share | images | binomial p |", "|---|---|---|---|"]
+        lines += [f"| {c['component']} | {c['expected_share']} | {c['images']} | {c['p_value']} |"
+                  for c in report["mixture"]["components"]] + [""]
     cb = report["class_balance"]
     lines += ["## Class balance", "", f"max/min ratio: {cb['ratio']}", "",
               "| class | annotations |", "|---|---|"]

@@ -10,6 +10,15 @@ Every scenario parameter gets a distribution inside its declared range:
 
 plus ``uniform_share``: the probability that an image ignores all of this and draws every
 parameter uniformly over its full range, so the model keeps seeing the whole space.
+
+**Mixtures.** Instead of one ``distributions`` map, a params file may give ``components``:
+``[{name: base, weight: 0.7, distributions: {...}}, {name: tilt, weight: 0.3, ...}]``. An
+image draws uniformly with ``uniform_share``; otherwise it draws every parameter from one
+component, chosen with probability ∝ ``weight`` (so component *k* gets the share
+``(1 - uniform_share) · weight_k / Σ weight`` of the images). ``distributions`` must then be
+empty; a parameter a component does not list is uniform in that component. A file without
+``components`` is the plain format: its ``to_dict`` (and so the shard fingerprint) is
+unchanged.
 """
 
 from __future__ import annotations
@@ -39,24 +48,58 @@ class Distribution(BaseModel):
     value: Scalar | None = None
 
 
+class Component(BaseModel):
+    """One mixture component: a weight and a distribution per parameter (missing = uniform)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    weight: float
+    distributions: dict[str, Distribution] = Field(default_factory=dict)
+
+
 class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scenario: str
     uniform_share: float = Field(default=0.0, ge=0.0, le=1.0)
     distributions: dict[str, Distribution] = Field(default_factory=dict)
+    components: list[Component] | None = None  # None: the plain format (fingerprint unchanged)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    @property
+    def is_mixture(self) -> bool:
+        return self.components is not None
+
+    def mixture(self) -> list[tuple[float, dict[str, Distribution]]]:
+        """``(weight, distributions)`` of each non-uniform component, weights summing to 1
+        (the plain format is one component of weight 1: ``distributions``)."""
+        if self.components is None:
+            return [(1.0, self.distributions)]
+        total = sum(c.weight for c in self.components)
+        if not total > 0:
+            raise field_error("params.components", "at least one component weight must be > 0",
+                              [c.weight for c in self.components])
+        return [(c.weight / total, c.distributions) for c in self.components]
+
+    def image_shares(self) -> list[tuple[str, float]]:
+        """``(name, share of images)``: ``uniform`` first, then each component (by name or
+        ``component <i>``); the shares sum to 1."""
+        u = self.uniform_share
+        names = ["params"] if self.components is None else [
+            c.name or f"component {i}" for i, c in enumerate(self.components)]
+        return [("uniform", u)] + [(n, (1 - u) * w) for n, (w, _) in zip(names, self.mixture(), strict=True)]
 
     def save(self, path: str | Path) -> None:
         atomic.write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=True))
 
 
-def _check_numeric(name: str, p: ParamSpec, d: Distribution) -> None:
+def _check_numeric(name: str, p: ParamSpec, d: Distribution, at: str = "params.distributions") -> None:
     assert p.range is not None  # guaranteed by ParamSpec validation (not user input)
     lo, hi = p.range
-    where = f"params.distributions.{name}"
+    where = f"{at}.{name}"
     if d.kind == "uniform":
         a = lo if d.low is None else d.low
         b = hi if d.high is None else d.high
@@ -86,8 +129,8 @@ def _check_numeric(name: str, p: ParamSpec, d: Distribution) -> None:
         raise field_error(f"{where}.kind", f"a {p.type} parameter takes uniform, truncnormal, beta or fixed", d.kind)
 
 
-def _check_categorical(name: str, p: ParamSpec, d: Distribution) -> None:
-    where = f"params.distributions.{name}"
+def _check_categorical(name: str, p: ParamSpec, d: Distribution, at: str = "params.distributions") -> None:
+    where = f"{at}.{name}"
     names = [str(c) for c in p.choices or []]
     if d.kind == "uniform":
         return
@@ -112,15 +155,39 @@ def validate_params(params: GenerationParams, scenario: Scenario) -> GenerationP
         raise field_error(
             "params.scenario", f"must name the scenario being rendered ({scenario.name!r})", params.scenario
         )
-    for name, d in params.distributions.items():
+    _check_distributions(params.distributions, scenario, "params.distributions")
+    if params.components is not None:
+        _check_components(params, scenario)
+    return params
+
+
+def _check_distributions(dists: dict[str, Distribution], scenario: Scenario, at: str) -> None:
+    for name, d in dists.items():
         p = scenario.parameters.get(name)
         if p is None:
             known = ", ".join(sorted(scenario.parameters))
-            raise ConfigError(
-                f"params.distributions.{name}: unknown parameter of scenario {scenario.name!r}; known: {known}"
-            )
-        (_check_numeric if p.is_numeric else _check_categorical)(name, p, d)
-    return params
+            raise ConfigError(f"{at}.{name}: unknown parameter of scenario {scenario.name!r}; known: {known}")
+        (_check_numeric if p.is_numeric else _check_categorical)(name, p, d, at)
+
+
+def _check_components(params: GenerationParams, scenario: Scenario) -> None:
+    comps = params.components or []
+    if not comps:
+        raise field_error("params.components", "must hold at least one component", [],
+                          "omit `components` for a plain params file")
+    if params.distributions:
+        raise field_error("params.distributions", "must be empty when `components` is given",
+                          sorted(params.distributions), "move these distributions into a component")
+    names = [c.name for c in comps if c.name is not None]
+    if len(set(names)) != len(names):
+        raise field_error("params.components", "component names must be unique", names)
+    for i, c in enumerate(comps):
+        if not (math.isfinite(c.weight) and c.weight >= 0):
+            raise field_error(f"params.components[{i}].weight", "must be a finite number >= 0", c.weight)
+        _check_distributions(c.distributions, scenario, f"params.components[{i}].distributions")
+    if sum(c.weight for c in comps) <= 0:
+        raise field_error("params.components", "at least one component weight must be > 0",
+                          [c.weight for c in comps], "give the component(s) to sample a positive weight")
 
 
 def uniform_params(scenario: Scenario) -> GenerationParams:

@@ -3,6 +3,11 @@
 Every function takes an explicit ``numpy.random.Generator``; nothing touches global RNG
 state. Per-image generators come from ``SeedSequence(seed).spawn(n)`` so image *i* of a shard
 is the same whatever the number of workers or the order they run in.
+
+Each image's first draw ``r ~ U[0, 1)`` from its own generator picks what it samples from:
+``r < uniform_share`` ⇒ uniform over every range; otherwise, for a mixture, the component
+whose cumulative share ``uniform_share + (1 - uniform_share) · Σ_{j<=k} w_j`` first exceeds
+``r`` (no extra draw, so a plain params file consumes exactly the draws it always did).
 """
 
 from __future__ import annotations
@@ -73,28 +78,42 @@ class SceneSample:
     image: dict[str, Any]
     objects: list[dict[str, Any]]
     uniform_mix: bool
+    component: int | None = None  # mixture params: component index, -1 for a uniform draw
 
     def conditions(self) -> dict[str, Any]:
-        """Image-level record stored with the image (object values go on each object)."""
-        return {**self.image, "uniform_mix": self.uniform_mix}
+        """Image-level record stored with the image (object values go on each object).
+        Mixture params add ``mix_component``; a plain params file's record is unchanged."""
+        out = {**self.image, "uniform_mix": self.uniform_mix}
+        if self.component is not None:
+            out["mix_component"] = self.component
+        return out
 
 
 class Sampler:
     def __init__(self, scenario: Scenario, params: GenerationParams) -> None:
         self.scenario = scenario
         self.params = params
+        u = params.uniform_share
+        self._mix = params.mixture()
+        self._cum = [u + (1 - u) * c for c in np.cumsum([w for w, _ in self._mix]).tolist()]
 
-    def _dist(self, name: str, mixed: bool) -> Distribution:
-        return UNIFORM if mixed else self.params.distributions.get(name, UNIFORM)
+    def _pick(self, r: float) -> int:
+        """The component of a non-uniform draw ``r >= uniform_share`` (the last on rounding)."""
+        return next((k for k, c in enumerate(self._cum) if r < c), len(self._cum) - 1)
 
     def sample(self, rng: np.random.Generator) -> SceneSample:
-        mixed = bool(rng.random() < self.params.uniform_share)
+        r = rng.random()
+        mixed = bool(r < self.params.uniform_share)
+        k = None if mixed else self._pick(float(r))
+        dists = {} if k is None else self._mix[k][1]
         specs = self.scenario.parameters
-        image = {n: sample_value(p, self._dist(n, mixed), rng) for n, p in specs.items() if p.scope == "image"}
+
+        def draw(n: str, p: ParamSpec) -> Scalar:
+            return sample_value(p, dists.get(n, UNIFORM), rng)
+
+        image = {n: draw(n, p) for n, p in specs.items() if p.scope == "image"}
         count_param = self.scenario.spec.count_param
         n_obj = int(image[count_param]) if count_param else 1
-        objects = [
-            {n: sample_value(p, self._dist(n, mixed), rng) for n, p in specs.items() if p.scope == "object"}
-            for _ in range(n_obj)
-        ]
-        return SceneSample(image=image, objects=objects, uniform_mix=mixed)
+        objects = [{n: draw(n, p) for n, p in specs.items() if p.scope == "object"} for _ in range(n_obj)]
+        component = (-1 if k is None else k) if self.params.is_mixture else None
+        return SceneSample(image=image, objects=objects, uniform_mix=mixed, component=component)

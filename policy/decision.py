@@ -32,6 +32,7 @@ class Decision:
     history: list[dict[str, Any]] = field(default_factory=list)  # every trial of the study
     notes: list[str] = field(default_factory=list)
     replayed: bool = False  # True when an earlier run of this iteration is returned as is
+    mixture: dict[str, Any] | None = None  # mixture mode: shares per component, guards, eligibility
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +102,18 @@ def _history(d: Decision) -> list[str]:
     return lines
 
 
+def _mixture(m: dict[str, Any] | None) -> list[str]:
+    """The mixture mode's lines: image shares per component, the tilt, ineligible slices."""
+    if not m:
+        return []
+    shares = ", ".join(f"{s['component']} {_f(s['share'], 3)}" for s in m.get("shares") or [])
+    lines = [f"- mixture (share of images): {shares}; uniform floor {_f(m.get('uniform_floor'))}; "
+             f"base: {m.get('base', '–')}; tilt: {m.get('tilt', '–')}"]
+    for i in m.get("ineligible") or []:
+        lines.append(f"- not eligible for the tilt: {i['slice']}: {i['reason']}")
+    return lines
+
+
 def render(d: Decision) -> list[str]:
     head = f"# Policy decision: {d.policy}"
     lines = [head, "", f"- scenario: {d.scenario}"]
@@ -109,9 +122,12 @@ def render(d: Decision) -> list[str]:
                      f"(baseline {_f(d.baseline)})")
     if d.trial is not None:
         k = d.knobs or {}
-        lines.append(f"- proposed by Optuna trial {d.trial} ({d.trial_source}): step {_f(k.get('step'), 3)}, "
+        how = (f"tilt share {_f(k.get('tilt_share'), 3)}, cap {_f(k.get('max_shift'), 3)} range units"
+               if "tilt_share" in k else f"step {_f(k.get('step'), 3)}")
+        lines.append(f"- proposed by Optuna trial {d.trial} ({d.trial_source}): {how}, "
                      f"width × {_f(k.get('width_scale'), 3)}, acting on {k.get('n_slices')} slice(s)")
     lines.append(f"- uniform share {_f(d.uniform_share[0])} → {_f(d.uniform_share[1])}")
+    lines += _mixture(d.mixture)
     if d.replayed:
         lines.append("- replayed: this iteration was already decided; the stored decision is returned")
     for t in d.told:

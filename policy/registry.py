@@ -1,7 +1,9 @@
-"""Policies by name: ``optuna`` (steered by failures), ``uniform`` and ``fixed`` (baselines)."""
+"""Policies by name: ``optuna`` (steered by failures), ``mixture`` (the bounded mixture:
+uniform share + calibrated base + capped tilt), ``uniform`` and ``fixed`` (baselines)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,9 +11,11 @@ from generator.errors import ConfigError
 from policy.base import FixedPolicy, Policy, UniformPolicy
 
 if TYPE_CHECKING:
+    from generator.params import GenerationParams
     from policy.optuna_policy import OptunaConfig
 
-POLICIES = ("optuna", "uniform", "fixed")
+POLICIES = ("optuna", "mixture", "uniform", "fixed")
+STEERED = ("optuna", "mixture")  # need a study storage and a loop id
 
 
 def available_policies() -> list[str]:
@@ -26,18 +30,30 @@ def check_name(name: str) -> str:
 
 
 def make_policy(name: str, *, study: str | Path | None = None, loop_id: str | None = None,
-                config: OptunaConfig | None = None) -> Policy:
-    """The policy called ``name``; ``optuna`` needs ``study`` (URL or path) and ``loop_id``."""
+                config: OptunaConfig | None = None, base: GenerationParams | None = None) -> Policy:
+    """The policy called ``name``; ``optuna`` and ``mixture`` need ``study`` (URL or path) and
+    ``loop_id``. ``mixture`` takes the calibrated ``base`` params (None: uniform) and uses
+    ``config.mixture`` (default :class:`policy.mixture.MixtureOptions`)."""
     check_name(name)
     if name == "uniform":
         return UniformPolicy()
     if name == "fixed":
         return FixedPolicy()
-    if name == "optuna":
-        from policy.optuna_policy import OptunaPolicy  # imports optuna: only when asked for
+    if base is not None and name != "mixture":
+        raise ConfigError(f"--base: only the mixture policy takes a calibrated base, but got --policy "
+                          f"{name}; use --policy mixture")
+    if name in STEERED:
+        from policy.mixture import MixtureOptions
+        from policy.optuna_policy import OptunaConfig, OptunaPolicy  # imports optuna: only when asked for
 
         if study is None or not loop_id:
-            raise ConfigError("--policy optuna: needs a study storage (--study) and a loop id "
+            raise ConfigError(f"--policy {name}: needs a study storage (--study) and a loop id "
                               f"(--loop-id), but got study={study!r}, loop_id={loop_id!r}")
-        return OptunaPolicy(study, loop_id, config)
+        cfg = config or OptunaConfig()
+        if name == "mixture" and cfg.mixture is None:
+            cfg = dataclasses.replace(cfg, mixture=MixtureOptions())
+        elif name == "optuna" and cfg.mixture is not None:
+            raise ConfigError("--policy optuna: config.mixture is set; use --policy mixture for the "
+                              "bounded mixture")
+        return OptunaPolicy(study, loop_id, cfg, base)
     raise AssertionError(f"registered policy {name!r} has no factory")  # unreachable

@@ -158,20 +158,44 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
 
 
-def ask(study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace,
-        iteration: int, seed: int, n_startup: int, enqueue: bool) -> tuple[int, Knobs, str]:
-    """Ask one trial (the enqueued heuristic when ``enqueue``, else TPE) and mark it asked."""
+def ask_params(study: optuna.Study, storage: optuna.storages.RDBStorage,
+               distributions: dict[str, BaseDistribution], heuristic: dict[str, Any], iteration: int,
+               seed: int, n_startup: int, enqueue: bool) -> tuple[int, dict[str, Any], str]:
+    """Ask one trial over ``distributions`` (the enqueued ``heuristic`` when ``enqueue``, else
+    TPE), mark it asked; return its number, parameter values and source."""
     study.sampler = optuna.samplers.TPESampler(seed=iteration_seed(seed, iteration),
                                                n_startup_trials=n_startup, constant_liar=True)
     source = "heuristic" if enqueue else "sampler"
     if enqueue:
-        study.enqueue_trial(space.heuristic(), user_attrs={"source": source})
-    trial = study.ask(space.distributions())
+        study.enqueue_trial(heuristic, user_attrs={"source": source})
+    trial = study.ask(distributions)
     set_attrs(study, storage, trial.number, {"iteration": iteration, "source": source})
-    p = trial.params
+    return trial.number, dict(trial.params), source
+
+
+def ask(study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace,
+        iteration: int, seed: int, n_startup: int, enqueue: bool) -> tuple[int, Knobs, str]:
+    """Ask one trial (the enqueued heuristic when ``enqueue``, else TPE) and mark it asked."""
+    number, p, source = ask_params(study, storage, space.distributions(), space.heuristic(), iteration,
+                                   seed, n_startup, enqueue)
     knobs = Knobs(step=float(p["step"]), width_scale=float(p["width_scale"]),
                   uniform_share=float(p["uniform_share"]), n_slices=int(p["n_slices"]))
-    return trial.number, knobs, source
+    return number, knobs, source
+
+
+def check_mode(study: optuna.Study, loop_id: str, mode: str) -> None:
+    """Record the policy mode (``move`` / ``mixture``) on a new study; refuse a study made in
+    another mode (their trials decide different knobs). A study without the attribute predates
+    modes and is ``move``."""
+    have = study.user_attrs.get("mode")
+    if have is None:
+        if not study.get_trials(deepcopy=False):
+            study.set_user_attr("mode", mode)
+            return
+        have = "move"
+    if have != mode:
+        raise ConfigError(f"--loop-id: study {loop_id!r} was made by the {have!r} policy mode, but got "
+                          f"{mode!r}; use another --loop-id for a new loop")
 
 
 def proposal(t: FrozenTrial) -> dict[str, Any] | None:

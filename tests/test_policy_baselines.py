@@ -59,9 +59,9 @@ def test_fixed_baseline_is_the_scenario_defaults(sc):
 
 
 def test_unknown_policy_lists_the_available_ones():
-    with pytest.raises(ConfigError, match="unknown policy 'bandit'; available: optuna, uniform, fixed"):
+    with pytest.raises(ConfigError, match="unknown policy 'bandit'; available: optuna, mixture, uniform, fixed"):
         make_policy("bandit")
-    assert available_policies() == ["optuna", "uniform", "fixed"]
+    assert available_policies() == ["optuna", "mixture", "uniform", "fixed"]
 
 
 @pytest.mark.parametrize(("change", "error", "match"), [
