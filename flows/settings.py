@@ -39,6 +39,9 @@ def settings_data(path: str | Path | None, overrides: dict[str, Any], what: str)
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--config: {str(path)!r} must be UTF-8 text, but byte {exc.start} is not; "
+                              f"save it as UTF-8 (a YAML file of {what} settings)") from None
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"--config: cannot read {str(path)!r} as YAML ({exc.__class__.__name__}); "
                               f"pass a YAML file of {what} settings") from exc
@@ -47,6 +50,15 @@ def settings_data(path: str | Path | None, overrides: dict[str, Any], what: str)
         data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return data
+
+
+def set_value(key: str, text: str) -> Any:
+    """The value of one ``--set KEY=VALUE``, parsed as YAML; one ConfigError line when it is not."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise field_error(f"--set {key}", f"value must parse as YAML ({exc.__class__.__name__})", text,
+                          "quote it or fix the brackets, e.g. --set 'drift_conditions=[brightness]'") from None
 
 
 def settings_error(exc: ValidationError, what: str) -> ConfigError:

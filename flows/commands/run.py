@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
 from generator.errors import field_error
 
 OPTIONS = (("workdir", str, "the loop's work directory (default: runs/loop)"),
@@ -39,12 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
+    from flows.settings import set_value
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise field_error("--set", "must be KEY=VALUE", item, "e.g. --set batch_size=16")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        out[key.strip().replace("-", "_")] = set_value(key.strip(), value)
     return out
 
 
