@@ -83,6 +83,9 @@ class LoopConfig:
     # a frozen production window (WINDOWS/<id>/, written by the monitor): every iteration this
     # run computes merges it into the failure report the policy reads (None: real-val alone)
     production: str | None = None
+    # policy "mixture" only: the calibrated base params file (`synthloop calibrate`'s output);
+    # None = uniform base. Read with policy.mixture.load_base when the policy is built.
+    policy_base: str | None = None
 
     def validate(self) -> LoopConfig:
         """Check every field; return ``self`` (raises ConfigError naming the field)."""
@@ -110,6 +113,12 @@ class LoopConfig:
 
             read_info(self.production)
         self._check_choices()
+        if self.policy_base is not None:
+            if not isinstance(self.policy_base, str) or not self.policy_base:
+                raise field_error("loop.policy_base", "must be a params file path or null", self.policy_base)
+            if self.policy != "mixture":
+                raise field_error("loop.policy_base", "applies to policy 'mixture' only", self.policy_base,
+                                  "drop it or set policy='mixture'")
         return self
 
     def _check_choices(self) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from generator.errors import ConfigError, field_error
@@ -155,6 +156,22 @@ def check_base(base: GenerationParams | None, scenario: Scenario) -> GenerationP
                           f"{len(base.components or [])} components",
                           "pass the params file `synthloop calibrate` wrote")
     return validate_params(base, scenario)
+
+
+def load_base(path: str | Path, scenario: Scenario) -> GenerationParams:
+    """The calibrated base from a params file (``synthloop calibrate``'s output), checked."""
+    from generator.params import load_params
+
+    return check_base(load_params(path, scenario), scenario)
+
+
+def initial_params(scenario: Scenario, base: GenerationParams | None = None,
+                   options: MixtureOptions | None = None) -> GenerationParams:
+    """What a mixture loop renders before any report: the heuristic uniform share (>= the
+    floor) + the base, no tilt (plain format)."""
+    opts = (options or MixtureOptions()).validate()
+    return mixture_params(scenario, check_base(base, scenario), None, opts.heuristic_uniform_share, 0.0,
+                          opts.uniform_floor)
 
 
 def previous_tilt(current: GenerationParams, base: GenerationParams) -> dict[str, Distribution]:

@@ -226,6 +226,9 @@ class OptunaPolicy(Policy):
         params = validate_params(mx.mixture_params(inputs.scenario, base, dists, knobs.uniform_share,
                                                    knobs.tilt_share, opts.uniform_floor), inputs.scenario)
         acting = plan.slices[: knobs.n_slices]
+        if base.uniform_share > 0:
+            decision.notes.append(f"the base's own uniform_share {base.uniform_share} is not used: the "
+                                  "mixture's uniform share replaces it")
         decision.mixture = mx.summary(params, opts.uniform_floor, tilt=f"{len(changes)} parameter(s) moved, "
                                       f"at most {knobs.max_shift:.3g} range units each", ineligible=dropped,
                                       base="calibrated" if self.base is not None else "uniform")

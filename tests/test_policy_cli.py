@@ -67,6 +67,18 @@ def test_baseline_policy_needs_no_study(files, capsys):
     assert "baseline" in capsys.readouterr().out
 
 
+def test_mixture_policy_with_a_calibrated_base(files, tmp_path, sc, capsys):
+    base = _write(tmp_path / "base.json", {"scenario": "digits", "distributions": {
+        "light.intensity": {"kind": "truncnormal", "center": 3.0, "width": 1.0}}})
+    assert _next(files, "--policy", "mixture", "--base", str(base)) == 0
+    assert "# Policy decision: mixture" in capsys.readouterr().out
+    params = validate_params(GenerationParams.model_validate(yaml.safe_load(files["out"].read_text())), sc)
+    assert [c.name for c in params.components or []] == ["base", "tilt"] and params.uniform_share >= 0.2
+    assert (params.components or [])[0].distributions["light.intensity"].center == 3.0
+    assert _next(files, "--policy", "optuna", "--base", str(base)) == 2
+    assert "only the mixture policy takes a calibrated base" in capsys.readouterr().err
+
+
 def _bad(tmp_path, sc, case):
     if case == "missing":
         return ["--report", str(tmp_path / "nope.json")]

@@ -271,3 +271,37 @@ def test_base_must_be_plain_and_modes_do_not_share_a_study(tmp_path, sc, shard):
     make_policy("optuna", study=tmp_path / "c.db", loop_id="mix").propose(PolicyInputs(sc, [rep], None, shard))
     with pytest.raises(ConfigError, match="made by the 'move' policy mode"):
         _propose(tmp_path / "c.db", sc, rep, shard)
+
+
+def test_a_mixture_shard_renders_records_components_and_passes_coverage(tmp_path, sc):
+    from generator.coverage import coverage_report
+    from generator.pipeline import RenderJob, render_shard
+    from generator.shard import Shard
+
+    p = validate_params(_mix(u=0.3, weights=(1.0, 1.0)), sc)
+    job = RenderJob(sc, p, n=60, seed=3, width=64, height=64, backend="fake")
+    r = render_shard(job, tmp_path / "s", workers=2)
+    df = Shard(r.path).conditions()
+    assert set(df["param.mix_component"].unique()) <= {-1, 0, 1}
+    again = render_shard(RenderJob(sc, p, n=60, seed=3, width=64, height=64, backend="fake"), tmp_path / "t")
+    assert again.fingerprint == r.fingerprint
+    assert (tmp_path / "s" / "annotations.json").read_bytes() == (tmp_path / "t" / "annotations.json").read_bytes()
+    cov = coverage_report(r.path)
+    assert cov["mixture"]["n"] == 60 and not cov["mixture"]["flags"]
+    li = next(x for x in cov["parameters"] if x["name"] == "light.intensity")
+    assert [m["share"] for m in li["distribution"]["mixture"]] == [0.3, 0.35, 0.35]
+
+
+def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
+    from flows.loop_state import LoopConfig
+    from policy.mixture import initial_params, load_base
+
+    with pytest.raises(ConfigError, match=r"^loop\.policy_base: applies to policy 'mixture' only"):
+        LoopConfig(workdir=str(tmp_path), policy="optuna", policy_base="base.yaml").validate()
+    LoopConfig(workdir=str(tmp_path), policy="mixture", policy_base="base.yaml").validate()
+    path = tmp_path / "base.yaml"
+    _base(sc).save(path)
+    base = load_base(path, sc)
+    first = initial_params(sc, base)
+    assert not first.is_mixture and first.uniform_share == 0.3 and first.distributions == base.distributions
+    assert initial_params(sc).distributions == {}

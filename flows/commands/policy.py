@@ -43,7 +43,11 @@ def _add_next(psub: Any) -> None:
                    help="params in use (YAML/JSON); default: the study's latest proposal, else "
                         "uniform over every range")
     n.add_argument("--policy", default="optuna", metavar="NAME",
-                   help="optuna (steered by failures), uniform or fixed (baselines); default optuna")
+                   help="optuna (steered by failures), mixture (uniform share + --base + a capped "
+                        "tilt toward weak slices), uniform or fixed (baselines); default optuna")
+    n.add_argument("--base", default=None, metavar="PARAMS",
+                   help="--policy mixture: the calibrated base params (`synthloop calibrate`); "
+                        "default uniform")
     n.add_argument("--study", default=None, metavar="URL",
                    help="Optuna storage: SQLAlchemy URL or .db path (default: policy.db next to --out)")
     n.add_argument("--loop-id", default=None, metavar="ID",
@@ -93,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     from generator.params import GenerationParams, load_params
     from generator.scenario import load_scenario
     from policy import PolicyInputs, load_report, make_policy
+    from policy.mixture import load_base
     from policy.optuna_policy import OptunaConfig
-    from policy.registry import check_name
+    from policy.registry import STEERED, check_name
     from policy.study import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -111,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     config = OptunaConfig(seed=args.seed, objective=args.objective,
                           space=SearchSpace(top_k=args.top_k))
+    base = load_base(args.base, scenario) if args.base else None
     policy = make_policy(args.policy, study=args.study or out.parent / "policy.db",
-                         loop_id=args.loop_id or f"{scenario.name}-loop", config=config)
-    if args.policy == "optuna" and args.study is None:
+                         loop_id=args.loop_id or f"{scenario.name}-loop", config=config, base=base)
+    if args.policy in STEERED and args.study is None:
         out.parent.mkdir(parents=True, exist_ok=True)  # the default study lives next to --out
     decision = policy.propose(inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
