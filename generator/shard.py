@@ -13,7 +13,10 @@ Layout (see docs/shard-format.md)::
 Images are encoded by :func:`encode_image` (safe to call in worker processes: it writes its own
 files and returns a small JSON-able :class:`ImageEntry`); :class:`ShardWriter` collects entries,
 assigns ids in index order and writes the JSON/Parquet files, then renames the directory into
-place. :class:`Shard` reads one back.
+place. :class:`Shard` reads one back, and every file it reads (``annotations.json`` once per
+load, each image, depth map and ``conditions.parquet`` as it is read) is checked against its
+sha256 in ``manifest.json``: an edited or corrupt file is a one-line :class:`ShardError`
+naming the shard, the file and the fix, never silently trained or evaluated on.
 """
 
 from __future__ import annotations
@@ -296,14 +299,32 @@ class Shard:
             raise ShardError(f"shard: {mpath} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
         self._coco: dict[str, Any] | None = None
 
+    def verified_bytes(self, rel: str) -> bytes:
+        """The bytes of the shard file ``rel``, checked against its sha256 in manifest.json."""
+        path = self.path / rel
+        fix = f"re-render or re-import the shard (`synthloop validate {self.path}` lists what changed)"
+        files = self.manifest.get("files") if isinstance(self.manifest, dict) else None
+        expected = files.get(rel) if isinstance(files, dict) else None
+        if expected is None:
+            raise ShardError(f"shard {str(self.path)!r}: {rel} must be listed with its sha256 in manifest.json, "
+                             f"but it is not; {fix}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ShardError(f"shard {str(self.path)!r}: cannot read {rel} ({exc.strerror}); {fix}") from exc
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ShardError(f"shard {str(self.path)!r}: {rel} does not match its sha256 in manifest.json "
+                             f"(edited or corrupt); {fix}")
+        return data
+
     @property
     def coco(self) -> dict[str, Any]:
         if self._coco is None:
-            p = self.path / "annotations.json"
+            data = self.verified_bytes("annotations.json")
             try:
-                self._coco = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ShardError(f"shard: cannot read {p}: {exc}") from exc
+                self._coco = json.loads(data)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise ShardError(f"shard: cannot read {self.path / 'annotations.json'}: {exc}") from exc
         return self._coco
 
     @property
@@ -320,16 +341,26 @@ class Shard:
             out.setdefault(a["image_id"], []).append(a)
         return out
 
+    def _decode(self, rel: str) -> Image.Image:
+        data = self.verified_bytes(rel)
+        try:
+            im = Image.open(io.BytesIO(data))
+            im.load()
+        except Exception as exc:  # PIL raises many types for a damaged file
+            raise ShardError(f"shard {str(self.path)!r}: {rel} cannot be decoded ({type(exc).__name__}); "
+                             "re-render or re-import the shard") from exc
+        return im
+
     def load_image(self, image: dict[str, Any]) -> np.ndarray:
-        with Image.open(self.path / image["file_name"]) as im:
+        with self._decode(image["file_name"]) as im:
             return np.asarray(im.convert("RGB"))
 
     def load_depth(self, image: dict[str, Any]) -> np.ndarray | None:
         """Depth in metres (0 = no surface), or None when the shard has no depth."""
         if "depth_file" not in image:
             return None
-        with Image.open(self.path / image["depth_file"]) as im:
+        with self._decode(image["depth_file"]) as im:
             return np.asarray(im).astype(np.float32) / 1000.0
 
     def conditions(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "conditions.parquet")
+        return pd.read_parquet(io.BytesIO(self.verified_bytes("conditions.parquet")))

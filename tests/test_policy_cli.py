@@ -10,6 +10,7 @@ from test_policy_support import digits, make_report, toy_conditions, weak_slice
 
 from flows.cli import main
 from generator.params import GenerationParams, validate_params
+from generator.shard import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,9 @@ def _shard(path, sc, kind="synthetic"):
     path.mkdir()
     manifest = {"format": "synthloop-shard/1", "name": "toy", "kind": kind, "classes": sc.classes,
                 "scenario": {"name": sc.name}, "fingerprint": "0" * 64, "counts": {}}
-    (path / "manifest.json").write_text(json.dumps(manifest))
     toy_conditions(sc, n_images=150, seed=1).to_parquet(path / "conditions.parquet")
+    manifest["files"] = {"conditions.parquet": sha256_file(path / "conditions.parquet")}  # readers verify it
+    (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 
 

@@ -3,14 +3,15 @@
 Every ``--data DIR[:weight]`` entry is a :class:`DataSource`. :func:`check_sources` reads only
 manifests and refuses, one line each: missing/unfinished shards, ``split: real-test`` (held out
 for final reporting), unknown kinds, class lists that differ, empty shards. :func:`load_store`
-then decodes every image once (verifying its sha256 against the manifest, so a corrupt or
-edited file is named) into one ``uint8 (N, S, S, 3)`` array — 5,000 images at 128² are ~250 MB —
-with boxes as ``x1, y1, x2, y2`` input pixels and 0-based labels.
+then decodes every image once (``annotations.json`` and every image are verified against
+their sha256 in the manifest by :class:`generator.shard.Shard`, so a corrupt or edited file is
+named with the shard and the fix, never trained on) into one ``uint8 (N, S, S, 3)`` array —
+5,000 images at 128² are ~250 MB — with boxes as ``x1, y1, x2, y2`` input pixels and 0-based
+labels.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from generator.errors import ConfigError, DataError, SynthloopError
+from generator.errors import ConfigError, DataError, ShardError, SynthloopError
 from generator.shard import Shard
 from trainer.geometry import letterbox, xywh_to_input
 
@@ -156,14 +157,9 @@ def decode_image(shard: Shard, image: dict[str, Any]) -> np.ndarray:
     rel = image["file_name"]
     path = shard.path / rel
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"data: cannot read image file {str(path)!r} ({exc.strerror}); "
-                        "re-create or re-import the shard") from exc
-    expected = shard.manifest.get("files", {}).get(rel)
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise DataError(f"data: image file {str(path)!r} does not match its sha256 in "
-                        "manifest.json (corrupt or edited); re-create or re-import the shard")
+        data = shard.verified_bytes(rel)  # missing, unlisted, edited or corrupt: one line naming it
+    except ShardError as exc:
+        raise DataError(f"data: {exc}") from None
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
