@@ -98,6 +98,15 @@ def params_summary(params: dict[str, str]) -> str:
             parts.append(f"{name} fixed {d.get('value')}")
         else:
             parts.append(f"{name} uniform[{d.get('low', 'min')}, {d.get('high', 'max')}]")
+    if params.get("gen.components"):  # a mixture (docs/scenarios.md §3): one JSON param, maybe truncated
+        try:
+            comps = json.loads(params["gen.components"])
+            names = [f"{c.get('name') or f'component {i}'} w {float(c.get('weight', 0)):.2g}"
+                     for i, c in enumerate(comps)]
+            parts.append(f"mixture of {len(comps)} components ({', '.join(names)})")
+        except (ValueError, TypeError, AttributeError):
+            parts.append("mixture of components (see the params file)")
+        return "; ".join(parts)
     return "; ".join(parts) + ("" if dists else "; every parameter uniform over its range")
 
 

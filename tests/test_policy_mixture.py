@@ -20,8 +20,15 @@ from generator.params import Component, Distribution, GenerationParams, load_par
 from generator.sampling import Sampler, image_seeds
 from policy import PolicyInputs, make_policy
 from policy.evidence import Target
-from policy.mixture import (MixtureKnobs, MixtureOptions, categorical_move, eligible_reports,
-                            mixture_params, numeric_move, tilt)
+from policy.mixture import (
+    MixtureKnobs,
+    MixtureOptions,
+    categorical_move,
+    eligible_reports,
+    mixture_params,
+    numeric_move,
+    tilt,
+)
 from policy.moves import Plan
 from policy.optuna_policy import OptunaConfig
 from policy.reports import WeakSlice
@@ -131,8 +138,10 @@ def test_expected_distribution_of_a_mixture_is_the_weighted_sum(sc):
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"components": [{"weight": -1.0}]}, r"^params\.components\[0\]\.weight: must be a finite number >= 0, but got -1\.0$"),
-    ({"components": [{"weight": 0.0}, {"weight": 0.0}]}, r"^params\.components: at least one component weight must be > 0"),
+    ({"components": [{"weight": -1.0}]},
+     r"^params\.components\[0\]\.weight: must be a finite number >= 0, but got -1\.0$"),
+    ({"components": [{"weight": 0.0}, {"weight": 0.0}]},
+     r"^params\.components: at least one component weight must be > 0"),
     ({"components": [{"weight": 1.0, "distributions": {"no.such": {"kind": "uniform"}}}]},
      r"^params\.components\[0\]\.distributions\.no\.such: unknown parameter of scenario 'digits'"),
     ({"components": [{"weight": 1.0}, {"weight": 1.0, "distributions": {
@@ -305,3 +314,12 @@ def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
     first = initial_params(sc, base)
     assert not first.is_mixture and first.uniform_share == 0.3 and first.distributions == base.distributions
     assert initial_params(sc).distributions == {}
+
+
+def test_lineage_summary_shows_a_mixture() -> None:
+    from flows.lineage import params_summary
+
+    comps = [{"name": "base", "weight": 0.7, "distributions": {}}, {"name": "tilt", "weight": 0.3}]
+    p = {"gen.uniform_share": "0.3", "gen.components": json.dumps(comps)}
+    assert params_summary(p) == "uniform_share 0.3; mixture of 2 components (base w 0.7, tilt w 0.3)"
+    assert params_summary({**p, "gen.components": '[{"name": "ba…'}).endswith("(see the params file)")
