@@ -13,11 +13,28 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
 BoxMetrics = dict[str, Any]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No console output from pycocotools: stdout is redirected and its modules' ``print`` is
+    shadowed too (an orchestrator that turns prints into log records, such as Prefect's
+    ``log_prints``, would otherwise log every line of COCOeval's summary)."""
+    import pycocotools.coco
+    import pycocotools.cocoeval
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        for module in (pycocotools.coco, pycocotools.cocoeval):
+            stack.enter_context(mock.patch.object(module, "print", lambda *a, **k: None, create=True))
+        yield
 
 
 def _gt_api(gt: dict[str, Any]) -> Any:
@@ -41,7 +58,7 @@ def _gt_api(gt: dict[str, Any]) -> Any:
         data["annotations"].append(ann)
     api = COCO()
     api.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         api.createIndex()
     return api
 
@@ -61,7 +78,7 @@ def _stat(x: float) -> float | None:
 def _run(api: Any, results: list[dict[str, Any]], iou_type: str) -> BoxMetrics:
     from pycocotools.cocoeval import COCOeval
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         dt = api.loadRes(copy.deepcopy(results))
         ev = COCOeval(api, dt, iouType=iou_type)
         ev.evaluate()

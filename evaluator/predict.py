@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,13 +108,13 @@ def _as_results(image_id: int, dets: list[dict[str, Any]]) -> list[dict[str, Any
 def predict_shard(detector: Detector, shard: Shard, batch_size: int = 16,
                   score_threshold: float = PREDICT_THRESHOLD,
                   progress: bool = True) -> list[dict[str, Any]]:
-    """Predictions for every image of ``shard`` as a COCO results list (tqdm bar on stderr)."""
-    from tqdm import tqdm
+    """Predictions for every image of ``shard`` as a COCO results list (a tqdm bar on stderr
+    when ``progress`` and stderr is a terminal: :mod:`generator.progress`)."""
+    from generator.progress import bar as progress_bar
 
     images = shard.coco["images"]
     results: list[dict[str, Any]] = []
-    with tqdm(total=len(images), desc="predict", unit="img", file=sys.stderr,
-              disable=not progress) as bar:
+    with progress_bar(len(images), "predict", "img", show=progress) as bar:
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
             out = detector.predict([shard.load_image(img) for img in batch],

@@ -126,8 +126,11 @@ def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: 
 def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.RenderStep]:
     """Submit every shard of iteration ``k`` to the process pool; re-render a cached result
     whose shard is no longer on disk (the shard, not Prefect's cache, is the truth)."""
+    import time
+
     from generator.pipeline import existing_fingerprint
 
+    t0 = time.perf_counter()
     n = len(loop.part_sizes(cfg.images_per_iteration, cfg.render_shards))
     jobs = [(i, loop.render_job(cfg, k, params, i).fingerprint(), cfg.iter_dir(k) / f"shard-{i}") for i in range(n)]
     futures = [render_shard.submit(cfg, k, params, i, fp, out) for i, fp, out in jobs]
@@ -135,6 +138,7 @@ def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.R
     for j, (i, fp, out) in enumerate(jobs):
         if existing_fingerprint(out) != fp:
             steps[j] = render_shard.with_options(refresh_cache=True)(cfg, k, params, i, fp, out)
+    loop.render_summary(cfg, k, steps, time.perf_counter() - t0)  # the render stage's one line
     return steps
 
 

@@ -40,6 +40,7 @@ from flows.loop_state import SPLITS, IterationRecord, LoopConfig, LoopHistory, i
 from generator import atomic
 from generator.errors import ConfigError, DataError, ShardError
 from generator.params import GenerationParams, uniform_params, validate_params
+from generator.progress import Stage, done_line, report
 from generator.scenario import Scenario, load_scenario
 
 __all__ = ["EvalStep", "IterationRecord", "LoopConfig", "LoopHistory", "PolicyStep", "RealData",
@@ -117,11 +118,15 @@ def prepare_real(cfg: LoopConfig) -> RealData:
 
     root = cfg.real_root
     if all((root / s / "manifest.json").is_file() for s in SPLITS):
+        report(f"real set: {root} … reused", show=cfg.progress, always=True)
         return RealData(root, built=False)
     if cfg.real_dir is not None and root.exists() and any(root.iterdir()):
         raise ConfigError(f"loop.real_dir: {str(root)!r} must hold real-train/, real-val/ and real-test/ "
                           "shards (built by `synthloop data`), or be empty/absent so the loop builds them")
-    build_real_set(root, seed=cfg.real_seed, sizes=cfg.real_sizes, overwrite=True, progress=cfg.progress)
+    with Stage("real set", None, show=cfg.progress) as stage:
+        splits = build_real_set(root, seed=cfg.real_seed, sizes=cfg.real_sizes, overwrite=True, progress=cfg.progress)
+        n = sum(s.images for s in splits)
+        stage.done(f"built {n} images in {len(splits)} splits at {root}", count=n)
     return RealData(root, built=True)
 
 
@@ -173,14 +178,34 @@ def render_step(cfg: LoopConfig, k: int, params: GenerationParams, part: int = 0
     from generator.pipeline import render_shard
 
     job = render_job(cfg, k, params, part)
-    r = render_shard(job, cfg.iter_dir(k) / f"shard-{part}", workers=cfg.render_workers, reuse=True)
+    # a bar per shard on a terminal (parts may render at once: one row each); the iteration's
+    # line comes from render_summary, in the process that waits for every part
+    with Stage(f"render iter {k} shard-{part}", job.n, show=cfg.progress, position=part) as stage:
+        r = render_shard(job, cfg.iter_dir(k) / f"shard-{part}", workers=cfg.render_workers, reuse=True,
+                         progress=lambda _entry: stage.update(1))
+        stage.close()  # no line per shard
     return RenderStep(r.path, r.fingerprint, r.images, r.annotations, round(r.seconds, 3), r.reused)
 
 
 def render_parts(cfg: LoopConfig, k: int, params: GenerationParams) -> list[RenderStep]:
     """Every shard of iteration ``k``, one after the other (the Prefect flow maps them instead)."""
-    return [render_step(cfg, k, params, i) for i in range(len(part_sizes(cfg.images_per_iteration,
-                                                                         cfg.render_shards)))]
+    t0 = time.perf_counter()
+    steps = [render_step(cfg, k, params, i) for i in range(len(part_sizes(cfg.images_per_iteration,
+                                                                          cfg.render_shards)))]
+    render_summary(cfg, k, steps, time.perf_counter() - t0)
+    return steps
+
+
+def render_summary(cfg: LoopConfig, k: int, steps: list[RenderStep], seconds: float) -> None:
+    """The render stage's one line (``cfg.progress``; generator/progress.py): printed when the
+    shards' bars were not drawn, and always when every shard was reused."""
+    images = sum(r.images for r in steps)
+    if all(r.reused for r in steps):
+        report(f"render iter {k}: {images} images in {len(steps)} shards … reused (same fingerprints)",
+               show=cfg.progress, always=True)
+        return
+    report(done_line(f"render iter {k}", f"{images} images in {len(steps)} shards", seconds, images),
+           show=cfg.progress)
 
 
 def train_data(cfg: LoopConfig, shards: list[Path]) -> list[tuple[Path, float]]:
@@ -231,8 +256,12 @@ def train_step(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -
     t0 = time.perf_counter()
     if finished_model(out, data, options, init):
         meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
+        report(f"train iter {k}: {_rel(cfg, out)} … reused (same inputs)", show=cfg.progress, always=True)
         return TrainStep(out, int(meta["steps"]), float(meta["final_loss"]), 0.0, 0.0, data, init, reused=True)
     r = train(data, out, **options, init=init, overwrite=True, progress=cfg.progress)
+    report(done_line(f"train iter {k}", f"{r.steps} steps × {cfg.batch_size} images on {len(data)} shard(s)",
+                     time.perf_counter() - t0, r.images_seen, extra=f"final loss {r.final_loss:.3f}"),
+           show=cfg.progress)
     return TrainStep(r.path, r.steps, r.final_loss, round(time.perf_counter() - t0, 3), r.images_per_s, data, init)
 
 
@@ -251,6 +280,9 @@ def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val")
                               scenario=cfg.scenario, final_report=split == "real-test", overwrite=True,
                               progress=cfg.progress)
     h = headline(ev.report)
+    n = int((ev.report["data"].get("counts") or {}).get("images") or 0)
+    report(done_line(f"evaluate iter {k}", f"{n} {split} images", time.perf_counter() - t0, n,
+                     extra="mAP@0.5 –" if h["map50"] is None else f"mAP@0.5 {h['map50']:.3f}"), show=cfg.progress)
     return EvalStep(path, split, h["map50"], h["recall"], h["weakest"], round(time.perf_counter() - t0, 3),
                     ev.report)
 
@@ -329,6 +361,11 @@ def policy_step(cfg: LoopConfig, k: int, reports: list[dict[str, Any]], params: 
     nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
     path = cfg.iter_dir(k) / "decision.json"
     atomic.write_json(path, record)
+    changed = [c.get("parameter") for c in record.get("changes") or []]
+    trial = "" if record.get("trial") is None else f" trial {record['trial']}"
+    report(done_line(f"policy iter {k}", f"{record.get('policy')}{trial}",
+                     time.perf_counter() - t0, extra=f"changed: {', '.join(map(str, changed)) or 'nothing'}"),
+           show=cfg.progress, always=True)  # no bar: one line in both modes
     return PolicyStep(path, nxt, record, round(time.perf_counter() - t0, 3))
 
 

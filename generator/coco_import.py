@@ -402,10 +402,10 @@ def _write_images(
     progress: bool,
 ) -> dict[str, str]:
     """Add every valid image to the shard; returns file name → sha256 of the source file."""
-    from tqdm import tqdm
+    from generator.progress import bar as progress_bar  # a bar on a terminal only
 
     shas: dict[str, str] = {}
-    for img in tqdm(list(images.values()), desc="import", unit="img", disable=not progress, leave=False):
+    for img in progress_bar(None, "import", "img", show=progress, leave=False, iterable=list(images.values())):
         record, sha = _import_image(len(shas), root, img, groups[img["id"]], names, classes, report)
         if record is not None:
             writer.add_record(record)

@@ -40,11 +40,6 @@ from generator.shard import Shard
 TASKS = ("detect", "segment")
 
 
-def _quiet(progress: bool) -> bool | None:
-    """tqdm's ``disable``: None shows the bar on a terminal only (stderr), True never."""
-    return None if progress else True
-
-
 @dataclass
 class ExportSummary:
     out: Path
@@ -126,13 +121,13 @@ def _target_names(images: list[dict[str, Any]]) -> dict[int, str]:
 def _write_files(shard: Shard, tmp: Path, val: set[int], classes: dict[int, int], task: str,
                  progress: bool) -> tuple[int, int]:
     """Copy images and write label files under ``tmp``; returns (label lines, skipped)."""
-    from tqdm import tqdm
+    from generator.progress import bar as progress_bar  # a bar on a terminal only
 
     coco = shard.coco
     by_image = shard.annotations_by_image()
     targets = _target_names(coco["images"])
     n_labels = skipped = 0
-    for img in tqdm(coco["images"], desc="export", unit="img", disable=_quiet(progress)):
+    for img in progress_bar(None, "export", "img", show=progress, iterable=coco["images"]):
         split = "val" if img["id"] in val else "train"
         src = shard.path / img["file_name"]
         if not src.is_file():

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from generator.errors import ConfigError, ShardError
+from generator.progress import bar as progress_bar  # a bar on a terminal only
 from generator.shard import FORMAT, Shard
 
 NUMBER = (int, float)
@@ -55,11 +55,6 @@ MANIFEST_KEYS: dict[str, tuple[type, ...]] = {
 TOP_LEVEL: dict[str, tuple[type, ...]] = {k: (list,) for k in ("images", "annotations", "categories")}
 SKIP_FILES = {"manifest.json"}
 FILE_KEYS = (("file_name", "image"), ("depth_file", "depth"), ("semantic_file", "semantic"))
-
-
-def _quiet(progress: bool) -> bool | None:
-    """tqdm's ``disable``: None shows the bar on a terminal only (stderr), True never."""
-    return None if progress else True
 
 
 @dataclass(frozen=True)
@@ -343,7 +338,7 @@ class _Checker:
         for rel in sorted(on_disk - set(listed)):
             self.add(f"file {rel}", "extra_file", "in the shard, not listed in the manifest")
         todo = sorted(set(listed) | set(needs))
-        for rel in tqdm(todo, desc="files", unit="file", disable=_quiet(progress)):
+        for rel in progress_bar(None, "files", "file", show=progress, iterable=todo):
             data = self._read(rel, rel in on_disk)
             digest = hashlib.sha256(data).hexdigest() if data is not None else None
             if digest is not None and rel in listed and digest != listed[rel]:
@@ -418,7 +413,7 @@ def validate_shard(path: str | Path, box_tolerance: float = 0.0,
         c.categories(cats)
         for img in images.values():
             c.image(img)
-        for a in tqdm(anns.values(), desc="annotations", unit="ann", disable=_quiet(progress)):
+        for a in progress_bar(None, "annotations", "ann", show=progress, iterable=anns.values()):
             c.annotation(a, images, cats)
         c.counts(coco)
         c.report.n_images, c.report.n_annotations = len(coco["images"]), len(coco["annotations"])

@@ -170,7 +170,7 @@ def decode_image(shard: Shard, image: dict[str, Any]) -> np.ndarray:
 
 def load_store(infos: list[ShardInfo], size: int, progress: bool = False) -> Store:
     """Decode every image of every shard into one letterboxed in-memory :class:`Store`."""
-    from tqdm import tqdm
+    from generator.progress import bar as progress_bar  # a bar on a terminal only
 
     total = sum(len(i.shard.coco["images"]) for i in infos)
     images = np.zeros((total, size, size, 3), dtype=np.uint8)
@@ -178,8 +178,7 @@ def load_store(infos: list[ShardInfo], size: int, progress: bool = False) -> Sto
     labels: list[np.ndarray] = []
     shard_of = np.zeros(total, dtype=np.int64)
     n = 0
-    with tqdm(total=total, desc="loading shards", unit="img", disable=not progress,
-              leave=False) as bar:
+    with progress_bar(total, "loading shards", "img", show=progress, leave=False) as bar:
         for k, info in enumerate(infos):
             by_image = info.shard.annotations_by_image()
             for img in info.shard.coco["images"]:

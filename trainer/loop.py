@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,13 +125,12 @@ def run_phases(detector: Detector, optimizer: torch.optim.Optimizer, store: Stor
                infos: list[ShardInfo], phases: list[Phase], cfg: TrainConfig,
                rng: np.random.Generator, gen: torch.Generator, progress: bool) -> LoopResult:
     """Run every phase in order; returns losses and throughput."""
-    from tqdm import tqdm
+    from generator.progress import bar as progress_bar  # a bar on a terminal only
 
     pixels = torch.from_numpy(store.images).to(detector.device)
     result = LoopResult()
     start = time.perf_counter()
-    with tqdm(total=sum(p.steps for p in phases), desc="train", unit="step", file=sys.stderr,
-              disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(sum(p.steps for p in phases), "train", "step", show=progress) as bar:
         for phase in phases:
             plan = BatchPlan(phase, infos, store, cfg.batch_size, rng)
             for k in range(phase.steps):

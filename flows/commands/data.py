@@ -14,7 +14,6 @@ Libraries are imported inside the ``_run_*`` functions so ``synthloop --help`` s
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +57,7 @@ def _run_real(args: argparse.Namespace) -> int:
     cfg = CompositeConfig(image_size=args.image_size, max_digits=args.max_digits, digit_size=tuple(args.digit_size))
     sizes = {"real-train": args.train_digits, "real-val": args.val_digits, "real-test": args.test_digits}
     summaries = build_real_set(
-        args.out, seed=args.seed, cfg=cfg, sizes=sizes, overwrite=args.overwrite, progress=sys.stderr.isatty()
+        args.out, seed=args.seed, cfg=cfg, sizes=sizes, overwrite=args.overwrite, progress=True
     )
     print(f"{'split':<11} {'images':>6} {'digits':>6} {'labels':>6}  {'fingerprint':<32}  photos")
     for s in summaries:
@@ -101,7 +100,7 @@ def _run_import_coco(args: argparse.Namespace) -> int:
         args.out,
         scenario=args.scenario,
         overwrite=args.overwrite,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     counts = report.counts()
     print(f"{'records':<12} {'total':>6} {'valid':>6} {'rejected':>8}")
@@ -161,7 +160,7 @@ def _run_simulate_production(args: argparse.Namespace) -> int:
     identity = model_identity(args.model, detector)
     version = str(identity.get("fingerprint") or str(identity.get("sha256"))[:16])
     s = simulate_production(args.out, detector, version, cfg, real_set=args.real_set, overwrite=args.overwrite,
-                            progress=sys.stderr.isatty())
+                            progress=True)
     print(f"{s.batches} batches, {s.frames} frames ({s.reviewed} with reviewed labels, {s.holdout} held out), "
           f"model {s.model_version}, fingerprint {s.fingerprint}")
     print(f"wrote {args.out}: log/ ({len(s.log_files)} files), frames/, holdout/, manifest.json")

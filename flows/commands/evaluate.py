@@ -1,6 +1,6 @@
 """``synthloop evaluate``: measure a detector on a shard and write a failure report.
 
-Runs the model over every image (progress bar on stderr), computes COCO mAP, recall and
+Runs the model over every image (a progress bar on a terminal, else one line on stderr), computes COCO mAP, recall and
 precision at an operating score threshold, slices by the scenario's conditions and ranks the
 weak slices with the generator parameters that control them. Output directory (atomic):
 report.json (schema: docs/failure-report.md), report.md, slices.csv, gallery.png.
@@ -56,20 +56,30 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _num(x: Any) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from evaluator.evaluate import EvalOptions
     from evaluator.report import summary_lines
     from evaluator.run import evaluate_model
     from generator.errors import field_error
+    from generator.progress import Stage
 
     options = EvalOptions(iou=args.iou, score_threshold=args.score_threshold,
                           min_support=args.min_support, resamples=args.resamples, seed=args.seed,
                           gallery_size=args.gallery_size).validate()
     if args.batch_size < 1:
         raise field_error("--batch-size", "must be an integer >= 1", args.batch_size)
-    out, ev = evaluate_model(args.model, args.data, args.out, options, scenario=args.scenario,
-                             final_report=args.final_report, batch_size=args.batch_size,
-                             overwrite=args.overwrite, progress=not args.no_progress)
+    # a predict bar on a terminal, else one line when done (generator/progress.py)
+    with Stage("evaluate", None, show=not args.no_progress) as stage:
+        out, ev = evaluate_model(args.model, args.data, args.out, options, scenario=args.scenario,
+                                 final_report=args.final_report, batch_size=args.batch_size,
+                                 overwrite=args.overwrite, progress=not args.no_progress)
+        n = int((ev.report["data"].get("counts") or {}).get("images") or 0)
+        stage.done(f"{n} images of {args.data}", count=n,
+                   extra=f"mAP@0.5 {_num(ev.report['overall'].get('map50'))}")
     print(f"evaluated {args.model} on {args.data} -> {out}")
     print("\n".join(summary_lines(ev.report)))
     return 0

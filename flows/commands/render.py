@@ -48,11 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from generator.atomic import prepare_output_dir
     from generator.params import load_params, uniform_params
     from generator.pipeline import RenderJob, check_job, render_shard
+    from generator.progress import Stage
     from generator.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
@@ -63,18 +62,11 @@ def run(args: argparse.Namespace) -> int:
     job = RenderJob(scenario, params, n=args.n, seed=args.seed, width=w, height=h, backend=args.backend)
     check_job(job)
     prepare_output_dir(args.out, args.overwrite)  # refuse a non-empty --out before any work
-    bars: list[tqdm] = []  # opened on the first finished image, so setup errors print alone
-
-    def tick(_entry: object) -> None:
-        if not bars:
-            bars.append(tqdm(total=args.n, unit="img", desc=f"render {scenario.name}", dynamic_ncols=True))
-        bars[0].update(1)
-
-    try:
-        result = render_shard(job, args.out, workers=args.workers, overwrite=args.overwrite, progress=tick)
-    finally:
-        for bar in bars:
-            bar.close()
+    size = f"{w}x{h}, {args.workers} worker(s)"
+    # a bar on a terminal, else one line when done (generator/progress.py, SYNTHLOOP_PROGRESS)
+    with Stage(f"render {scenario.name}", total=args.n, what=f"{args.n} images ({size})") as stage:
+        result = render_shard(job, args.out, workers=args.workers, overwrite=args.overwrite,
+                              progress=lambda _entry: stage.update(1))
     print(f"shard        {result.path}")
     print(f"images       {result.images}  ({result.annotations} objects)")
     print(f"images/s     {result.images_per_s:.1f}  ({result.seconds:.1f} s, {args.workers} worker(s))")

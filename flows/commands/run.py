@@ -71,6 +71,22 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return f"real-val mAP@0.5 did NOT improve: {first:.3f} at iteration 0, {last:.3f} at the end."
 
 
+def print_plan(settings: Any, cfg: Any) -> None:
+    """What this run is about to do and about how long it should take (flows/plan.py), on stderr."""
+    import sys
+
+    from flows.plan import completed_iterations, plan_run
+
+    target = completed_iterations(cfg) + settings.add_iterations if settings.add_iterations else None
+    cuda = False
+    if cfg.device != "cpu":
+        import torch
+
+        cuda = bool(torch.cuda.is_available())
+    for line in plan_run(cfg, iterations=target, cuda=cuda).lines():
+        print(line, file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from flows import workdir_lock
     from flows.closed_loop import closed_loop, prefect_api, tracking_for
@@ -78,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     given = {name: getattr(args, name) for name, _, _ in OPTIONS if getattr(args, name) is not None}
     settings = LoopSettings.from_file(args.config, **{**given, **parse_sets(args.sets)})  # --set last
+    if "progress" not in settings.model_fields_set:  # the CLI shows progress unless told not to
+        settings = settings.model_copy(update={"progress": True})
     cfg = settings.loop_config()
+    print_plan(settings, cfg)  # first, before waiting for the loop or starting Prefect
     with workdir_lock.hold(cfg.work, settings.wait_for_loop_s), prefect_api():  # before the server starts
         rows = closed_loop(settings)
     print_table(rows)

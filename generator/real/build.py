@@ -116,7 +116,7 @@ def build_split(
     progress: bool = False,
 ) -> SplitSummary:
     """Composite and write one split's shard at ``out`` (atomic via ShardWriter)."""
-    from tqdm import tqdm
+    from generator.progress import bar as progress_bar  # a bar on a terminal only
 
     group_ss, image_ss = ss.spawn(2)
     group_rng = np.random.default_rng(group_ss)
@@ -125,7 +125,7 @@ def build_split(
     photo_of = group_rng.permutation(np.arange(len(groups)) % len(photos))
     info = _split_info(split, seed, cfg, sizes, digits, mnist)
     with ShardWriter(out, info) as writer:
-        bar = tqdm(total=len(groups), desc=split, unit="img", disable=not progress, leave=False)
+        bar = progress_bar(len(groups), split, "img", show=progress, leave=False)
         for i, (group, child) in enumerate(zip(groups, image_ss.spawn(len(groups)), strict=True)):
             rng = np.random.default_rng(child)
             writer.add_record(compose_image(i, photos[int(photo_of[i])], group, mnist, cfg, rng))

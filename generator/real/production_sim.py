@@ -24,7 +24,6 @@ import hashlib
 import io
 import itertools
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -218,11 +217,10 @@ def _write_stream(tmp: Path, stack: contextlib.ExitStack, detector: Detector, mo
                   cfg: StreamConfig, pool: np.ndarray, schedule: list[BatchDrift], fp: str,
                   progress: bool) -> tuple[dict[str, Any], set[int]]:
     """Every batch through a :class:`_Writer`; returns the counts and the MNIST indices used."""
-    from tqdm import tqdm
+    from generator.progress import bar as progress_bar  # a bar on a terminal only
 
     writer = _Writer(tmp, stack, detector, model_version, cfg, fp)
-    with tqdm(total=cfg.batches * cfg.frames_per_batch, desc="simulate", unit="frame", file=sys.stderr,
-              disable=not progress) as bar:
+    with progress_bar(cfg.batches * cfg.frames_per_batch, "simulate", "frame", show=progress) as bar:
         for _, group in itertools.groupby(stream_frames(cfg, pool, load_mnist(), schedule), key=lambda f: f.batch):
             frames = list(group)
             writer.batch(frames)

@@ -1,0 +1,154 @@
+"""What ``synthloop run`` is about to do and about how long it should take (printed first).
+
+:func:`plan_run` turns a loop's settings into work (iterations still to do, images to render,
+training steps, real-val images to evaluate, whether the real set must be built) and a time
+estimate from per-unit rates measured on this project's 2-CPU-core machine
+(:data:`MEASURED`). ``synthloop run`` prints :meth:`RunPlan.lines` to stderr before anything
+starts, so ``make demo`` says, e.g.::
+
+    plan: 3 iterations × 400 images (2 shards), 300 training steps × 32 images each, evaluated
+          on 598 real-val images; builds the real set first
+    plan: about 10–12 min on 2 CPU cores (render ≈ 30 img/s, train ≈ 65 img/s, evaluate ≈ 50
+          img/s, measured on a quiet 2-core machine; the upper end allows for other jobs sharing
+          the cores)
+
+(one line each; wrapped here).
+
+No Prefect or MLflow here (cheap to import and to test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from flows.loop_state import HISTORY_FILE, SPLITS, LoopConfig
+
+__all__ = ["MEASURED", "Rates", "RunPlan", "completed_iterations", "plan_run"]
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-unit throughput and fixed costs on ``cores`` CPU cores."""
+
+    render_img_s: float  # images/s of ONE render process at 128x128 (digits, Mesa llvmpipe)
+    train_img_s: float  # training images/s (default centernet, input 128, batch 32)
+    evaluate_img_s: float  # real-val images/s for the whole evaluation (predict + metrics + bootstrap)
+    real_set_s: float  # building the built-in real set (three splits)
+    startup_s: float  # Prefect's temporary server, MLflow parent run, imports
+    iteration_s: float  # per iteration: params, policy, MLflow tracking, Prefect artifacts
+    cores: int
+
+
+# Rates on this project's machine (2 CPU cores, AMD EPYC, Mesa llvmpipe, torch CPU,
+# OMP_WAIT_POLICY=PASSIVE), digits at 128x128, default centernet, batch 32. The estimate uses the
+# QUIET rates; its upper end adds 25 % for a machine shared with other jobs.
+#   quiet (2026-11-26, benchmarks/RESULTS.md, `make demo` settings with render_shards=1, 597.5 s in
+#     all): train 441 s for 3 x 300 x 32 images = 65 img/s; render 71 s for 1,200 images in one
+#     process = 17 img/s; Prefect start-up 23 s, MLflow tracking ~11 s for 3 iterations.
+#   loaded (2026-12-03, load 2-3 from other jobs; measured for this module): `synthloop train
+#     --steps 30` 54.6 img/s; two `synthloop render -n 120` at once 7.7 + 8.0 img/s (16 together);
+#     `synthloop evaluate` on real-val (598 images, 200 resamples) 15 s with start-up; `synthloop
+#     data real` 12.8 s.
+#   -> per render process 15 img/s (two on two cores: 30), train 65 img/s, evaluate 50 img/s.
+MEASURED = Rates(render_img_s=15.0, train_img_s=65.0, evaluate_img_s=50.0, real_set_s=13.0,
+                 startup_s=25.0, iteration_s=8.0, cores=2)
+IMAGES_PER_DIGIT = 598 / 1500  # real-val: 1,500 digits make 598 composite images
+
+
+def completed_iterations(cfg: LoopConfig) -> int:
+    """Iterations already in ``WORK/history.json`` (0 when there is none or it cannot be read:
+    the run itself reports a bad history with a proper error)."""
+    try:
+        data = json.loads((cfg.work / HISTORY_FILE).read_text(encoding="utf-8"))
+        return len(data.get("iterations") or [])
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _real_val_images(cfg: LoopConfig) -> int:
+    try:
+        manifest = json.loads((cfg.real_root / "real-val" / "manifest.json").read_text(encoding="utf-8"))
+        return int(manifest["counts"]["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        from generator.real.mnist import DEFAULT_DIGITS
+
+        digits = (cfg.real_sizes or DEFAULT_DIGITS).get("real-val", DEFAULT_DIGITS["real-val"])
+        return max(1, round(digits * IMAGES_PER_DIGIT))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    iterations: int  # the loop's target
+    done: int  # already complete (a resume)
+    images: int  # per iteration
+    shards: int  # per iteration
+    steps: int  # training steps per iteration
+    batch_size: int
+    eval_images: int  # real-val images evaluated per iteration
+    build_real: bool  # the real set is built first
+    seconds: float  # the estimate
+    cores: int
+    cuda: bool  # training may run on CUDA: the CPU estimate then overstates it
+    render_img_s: float  # the iteration's render rate (parallel shards and workers, image size)
+    rates: Rates = MEASURED
+
+    @property
+    def todo(self) -> int:
+        return max(0, self.iterations - self.done)
+
+    def range_text(self) -> str:
+        """``about 10–12 min``: the estimate (quiet machine) to +25 % (other jobs share the cores)."""
+        low, high = self.seconds, 1.25 * self.seconds
+        if high < 90:
+            return f"about {max(1, round(low))}–{max(2, round(high))} s"
+        lo_m, hi_m = max(1, round(low / 60)), max(1, round(high / 60))
+        return f"about {lo_m} min" if lo_m == hi_m else f"about {lo_m}–{hi_m} min"
+
+    def lines(self) -> list[str]:
+        if self.todo == 0:
+            return [f"plan: all {_n(self.iterations, 'iteration')} complete already: nothing to render or "
+                    "train (the run re-checks tracking only; raise --iterations to continue)"]
+        resume = f" (resuming: {self.done} of {self.iterations} done)" if self.done else ""
+        what = (f"plan: {_n(self.todo, 'iteration')}{resume} × {self.images} images ({_n(self.shards, 'shard')}), "
+                f"{self.steps} training steps × {self.batch_size} images each, evaluated on {self.eval_images} "
+                f"real-val images" + ("; builds the real set first" if self.build_real else ""))
+        r, where = self.rates, _n(self.cores, "CPU core")
+        scale = self.cores / r.cores
+        basis = f"measured on a quiet {r.cores}-core machine" + ("" if scale == 1 else f", scaled to {where}")
+        how = (f"plan: {self.range_text()} on {where} (render ≈ {self.render_img_s:.0f} "
+               f"img/s, train ≈ {r.train_img_s * scale:.0f} img/s, evaluate ≈ {r.evaluate_img_s * scale:.0f} img/s, "
+               f"{basis}; the upper end allows for other jobs sharing the cores)")
+        if self.cuda:
+            how += "; training may run on CUDA here, faster than this CPU estimate"
+        return [what, how]
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def plan_run(cfg: LoopConfig, *, iterations: int | None = None, cores: int | None = None, cuda: bool = False,
+             rates: Rates = MEASURED) -> RunPlan:
+    """The work ``cfg`` still has to do and its estimated duration on ``cores`` CPU cores
+    (default: this machine's); ``iterations`` overrides the target (a run that adds iterations)."""
+    cores = max(1, cores or os.cpu_count() or 1)
+    target = cfg.iterations if iterations is None else iterations
+    done = min(completed_iterations(cfg), target)
+    todo = target - done
+    shards = max(1, min(cfg.render_shards, cfg.images_per_iteration))
+    build_real = not all((cfg.real_root / s / "manifest.json").is_file() for s in SPLITS)
+    eval_images = _real_val_images(cfg)
+    scale = cores / rates.cores  # more cores: proportionally faster (an approximation)
+    pixels = (cfg.width or 128) * (cfg.height or 128) / (128 * 128)
+    render_rate = rates.render_img_s * min(shards * cfg.render_workers, cores) / max(0.25, 0.5 + 0.5 * pixels)
+    per_iteration = (cfg.images_per_iteration / render_rate
+                     + cfg.steps_per_iteration * cfg.batch_size / (rates.train_img_s * scale)
+                     + eval_images / (rates.evaluate_img_s * scale)
+                     + rates.iteration_s)
+    seconds = rates.startup_s + (rates.real_set_s / scale if build_real else 0.0) + todo * per_iteration
+    return RunPlan(iterations=target, done=done, images=cfg.images_per_iteration, shards=shards,
+                   steps=cfg.steps_per_iteration, batch_size=cfg.batch_size, eval_images=eval_images,
+                   build_real=build_real, seconds=seconds if todo else rates.startup_s, cores=cores,
+                   cuda=cuda, render_img_s=render_rate, rates=rates)
