@@ -113,6 +113,9 @@ class LoopConfig:
 
             read_info(self.production)
         self._check_choices()
+        from flows.loop_checks import check_runnable
+
+        check_runnable(self)  # scenario exists, image size and device usable: before anything is written
         if self.policy_base is not None:
             if not isinstance(self.policy_base, str) or not self.policy_base:
                 raise field_error("loop.policy_base", "must be a params file path or null", self.policy_base)

@@ -11,7 +11,10 @@ Prefect deployment takes it as a parameter and the Prefect UI renders a form for
     settings.loop_config()  # -> LoopConfig, checked field by field
 
 Unknown keys are refused by name (``extra="forbid"``); every value error is one line naming
-the field.
+the field. ``loop_config()`` checks everything before anything is written, including what needs
+a library (:mod:`flows.loop_checks`): the scenario exists, ``width``/``height`` (or the
+scenario's) lie in the renderer's [16, 4096], ``device`` is auto/cpu/cuda and usable. A
+non-UTF-8 ``--config`` file or a ``--set`` value that is not YAML is one line too.
 """
 
 from __future__ import annotations

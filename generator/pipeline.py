@@ -197,6 +197,9 @@ def existing_fingerprint(out: Path) -> str | None:
         return None
 
 
+IMAGE_SIZE_RANGE = (16, 4096)  # width and height a render accepts, in pixels (as ScenarioSpec.image)
+
+
 def check_job(job: RenderJob) -> None:
     if job.n < 1:
         raise ConfigError(f"-n: number of images must be >= 1, but got {job.n}")
@@ -204,8 +207,9 @@ def check_job(job: RenderJob) -> None:
         raise ConfigError(f"--seed: must be an integer >= 0, but got {job.seed}")
     if job.backend not in BACKENDS:
         raise ConfigError(f"--backend: must be one of {BACKENDS}, but got {job.backend!r}")
-    if not (16 <= job.width <= 4096 and 16 <= job.height <= 4096):
-        raise ConfigError(f"--size: width and height must lie in [16, 4096], but got {job.width}x{job.height}")
+    lo, hi = IMAGE_SIZE_RANGE
+    if not (lo <= job.width <= hi and lo <= job.height <= hi):
+        raise ConfigError(f"--size: width and height must lie in [{lo}, {hi}], but got {job.width}x{job.height}")
 
 
 def render_shard(

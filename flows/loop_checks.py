@@ -1,0 +1,56 @@
+"""Checks of a loop's settings that need a library (scenario registry, renderer limits, torch):
+run by :meth:`flows.loop_state.LoopConfig.validate`, so ``synthloop run`` refuses a bad
+``scenario``, image size or ``device`` in one line *before* anything is written (no MLflow
+run, no ``params.yaml``, no shard).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator.errors import field_error
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_scenario(cfg: Any) -> Any:
+    """The loop's scenario (a ConfigError naming ``loop.scenario`` when there is none)."""
+    from generator.errors import ConfigError
+    from generator.scenario import available, load_scenario
+
+    try:
+        return load_scenario(cfg.scenario)
+    except ConfigError as exc:
+        raise field_error("loop.scenario", "must be a built-in scenario or a scenario YAML path", cfg.scenario,
+                          f"available: {', '.join(available())} ({str(exc).partition(': ')[2]})") from None
+
+
+def check_image_size(cfg: Any, scenario: Any) -> None:
+    """``width`` and ``height`` (default: the scenario's) within what the renderer accepts."""
+    from generator.pipeline import IMAGE_SIZE_RANGE
+
+    lo, hi = IMAGE_SIZE_RANGE
+    for name, given, default in (("width", cfg.width, scenario.spec.image.width),
+                                 ("height", cfg.height, scenario.spec.image.height)):
+        value = default if given is None else given
+        if not lo <= value <= hi:
+            raise field_error(f"loop.{name}", f"must lie in [{lo}, {hi}] pixels (the renderer's limits)", value,
+                              f"drop it to use scenario {cfg.scenario!r}'s {default}")
+
+
+def check_device(device: Any) -> None:
+    """``device`` is one of :data:`DEVICES`, and ``cuda`` only where torch sees a GPU."""
+    if device not in DEVICES:
+        raise field_error("loop.device", f"must be one of {', '.join(DEVICES)}", device)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise field_error("loop.device", "must be a device torch can use, but torch sees no CUDA device",
+                              device, "use device=auto or cpu")
+
+
+def check_runnable(cfg: Any) -> None:
+    """Every check above, cheapest first."""
+    check_device(cfg.device)
+    check_image_size(cfg, check_scenario(cfg))
