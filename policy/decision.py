@@ -60,6 +60,9 @@ def _dist(d: dict[str, Any]) -> str:
         return "uniform" if lo is None and hi is None else f"uniform[{_f(lo)}, {_f(hi)}]"
     if kind == "fixed":
         return f"fixed {d.get('value')!r}"
+    if kind == "mixture":
+        return "mixture(" + ", ".join(f"{_f(c.get('weight'), 2)} {_dist(c.get('distribution') or {})}"
+                                      for c in d.get("components") or []) + ")"
     weights = d.get("weights") or {}
     top = sorted(weights.items(), key=lambda kv: -kv[1])[:3]
     return "categorical(" + ", ".join(f"{k} {v:.2f}" for k, v in top) + (", …)" if len(weights) > 3 else ")")

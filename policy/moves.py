@@ -151,12 +151,21 @@ def apply_knobs(scenario: Scenario, current: GenerationParams, plan: Plan,
     return params, changes
 
 
+def param_dict(params: GenerationParams, name: str) -> dict[str, Any]:
+    """One parameter's distribution as a dict; where mixture components differ on it,
+    ``{"kind": "mixture", "components": [{"weight", "distribution"}, …]}`` (weights normalised)."""
+    parts = [dist_dict(d.get(name)) for _, d in params.mixture()]
+    if all(p == parts[0] for p in parts):  # the same in every component (plain params: one)
+        return parts[0]
+    return {"kind": "mixture", "components": [{"weight": round(w, 6), "distribution": dist_dict(d.get(name))}
+                                              for w, d in params.mixture()]}
+
+
 def diff(scenario: Scenario, old: GenerationParams, new: GenerationParams) -> list[Change]:
     """Changes between two params with no slice behind them (for the baselines' records)."""
     out = []
     for name in scenario.parameters:
-        a, b = old.distributions.get(name), new.distributions.get(name)
-        if dist_dict(a) != dist_dict(b):
-            out.append(Change(parameter=name, slice={}, evidence={}, old=dist_dict(a),
-                              new=dist_dict(b)))
+        a, b = param_dict(old, name), param_dict(new, name)
+        if a != b:
+            out.append(Change(parameter=name, slice={}, evidence={}, old=a, new=b))
     return out

@@ -323,3 +323,28 @@ def test_lineage_summary_shows_a_mixture() -> None:
     p = {"gen.uniform_share": "0.3", "gen.components": json.dumps(comps)}
     assert params_summary(p) == "uniform_share 0.3; mixture of 2 components (base w 0.7, tilt w 0.3)"
     assert params_summary({**p, "gen.components": '[{"name": "ba…'}).endswith("(see the params file)")
+
+
+def test_saved_proposal_is_told_and_a_rerun_replays(tmp_path, sc, shard):
+    db, base = tmp_path / "p.db", _base(sc)
+    slices = [weak_slice(sc, "object_size", 0.5, 2.0)]
+    d0 = _propose(db, sc, make_report(sc, slices, map50=0.4, tag="a"), shard, base=base)
+    GenerationParams.model_validate(d0.params).save(tmp_path / "params_1.yaml")
+    current = load_params(tmp_path / "params_1.yaml", sc)  # what the loop rendered, read back
+    b = make_report(sc, slices, map50=0.45, tag="b")
+    d1 = _propose(db, sc, b, shard, base=base, current=current)
+    assert d1.told[0]["state"] == "COMPLETE" and d1.told[0]["value"] == pytest.approx(0.05)
+    again = _propose(db, sc, b, shard, base=base, current=current)
+    assert again.replayed and {**again.to_dict(), "replayed": False} == d1.to_dict()
+    # the tilt continues from the previous round's tilt: a second capped step, same direction
+    t0 = next(c for c in d0.changes if c["parameter"] == "camera.distance")
+    t1 = next(c for c in d1.changes if c["parameter"] == "camera.distance")
+    assert t1["old"] == t0["new"] and t1["centre_shift"] * t0["centre_shift"] > 0
+
+
+def test_baseline_after_a_mixture_lists_what_it_dropped(sc):
+    from policy.base import UniformPolicy
+
+    d = UniformPolicy().propose(PolicyInputs(sc, [make_report(sc)], validate_params(_mix(), sc)))
+    assert [c["parameter"] for c in d.changes] == ["light.intensity"]
+    assert d.changes[0]["old"]["kind"] == "mixture" and "mixture(0.75 fixed 1.0" in d.to_markdown()
