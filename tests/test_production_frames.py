@@ -191,3 +191,16 @@ def test_monitor_settings_refuse_a_frames_root_that_is_not_a_directory(stream: P
 
     with pytest.raises(ConfigError, match=r"^monitor.frames_root: must be the directory"):
         MonitorSettings(log=str(stream / "log"), frames_root=str(stream / "nope")).check()
+
+
+def test_signals_do_not_read_a_frame_swapped_for_a_symlink_after_ingest(stream: Path, tmp_path: Path) -> None:
+    from evaluator.production.tables import load_rgb
+
+    (stream / "log" / "a.jsonl").write_text(line(rec(1)))
+    w = read_window(stream / "log", classes=CLASSES)
+    assert isinstance(w, Window)
+    path = w.records[0].image_path
+    assert load_rgb(path) is not None
+    path.unlink()
+    path.symlink_to(tmp_path / "outside" / "secret.png")
+    assert load_rgb(path) is None

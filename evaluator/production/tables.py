@@ -39,13 +39,24 @@ ImageLoader = Callable[[Path], np.ndarray | None]
 
 
 def load_rgb(path: Path) -> np.ndarray | None:
-    """RGB uint8 pixels of an image file, or None when it cannot be decoded."""
+    """RGB uint8 pixels of an image file, or None when it cannot be decoded. The file is opened
+    without following a final symlink and read up to the frame size cap: a frame checked at
+    ingest and swapped for a link (or grown) since is not read."""
+    import io
+    import os
+
     from PIL import Image
 
+    from evaluator.production.log import MAX_FRAME_BYTES
+
     try:
-        with Image.open(path) as im:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            data = fh.read(MAX_FRAME_BYTES + 1)
+        if len(data) > MAX_FRAME_BYTES:
+            return None
+        with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, SyntaxError):
         return None
 
 
