@@ -72,11 +72,13 @@ format_distribution = _dist  # public name: "truncnormal(centre 3.2, width 1.5)"
 
 
 def _how_far(c: dict[str, Any]) -> str:
+    e = c.get("evidence") or {}
+    capped = f" (capped; wanted {_f(e.get('wanted_shift'), 3)})" if e.get("capped") else ""
     if c.get("centre_shift") is not None:
         w = c.get("width") or [None, None]
-        return f"centre {c['centre_shift']:+.3f} range, width {_f(w[0], 3)} → {_f(w[1], 3)}"
+        return f"centre {c['centre_shift']:+.3f} range, width {_f(w[0], 3)} → {_f(w[1], 3)}{capped}"
     if c.get("weight_shift") is not None:
-        return f"weights moved {c['weight_shift']:.3f} (total variation)"
+        return f"weights moved {c['weight_shift']:.3f} (total variation){capped}"
     return ""
 
 

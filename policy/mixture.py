@@ -168,8 +168,14 @@ def load_base(path: str | Path, scenario: Scenario) -> GenerationParams:
 def initial_params(scenario: Scenario, base: GenerationParams | None = None,
                    options: MixtureOptions | None = None) -> GenerationParams:
     """What a mixture loop renders before any report: the heuristic uniform share (>= the
-    floor) + the base, no tilt (plain format)."""
+    floor) + the base, no tilt (plain format). Without a base that is all uniform, so it is
+    exactly :func:`~generator.params.uniform_params` (the uniform arm's iteration 0, same
+    fingerprint)."""
     opts = (options or MixtureOptions()).validate()
+    if base is None:
+        from generator.params import uniform_params
+
+        return uniform_params(scenario)
     return mixture_params(scenario, check_base(base, scenario), None, opts.heuristic_uniform_share, 0.0,
                           opts.uniform_floor)
 

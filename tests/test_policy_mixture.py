@@ -251,6 +251,7 @@ def test_mixture_policy_proposes_uniform_base_and_a_capped_tilt(tmp_path, sc, sh
     assert d.changes and all(abs(c["centre_shift"]) <= 0.15 + 1e-6 for c in d.changes if c.get("centre_shift"))
     assert any(c["evidence"]["capped"] for c in d.changes)
     md = d.to_markdown()
+    assert "(capped; wanted" in md
     assert "mixture (share of images): uniform 0.3, base 0.49, tilt 0.21" in md and "calibrated" in md
     for i in range(1, 5):  # TPE trials: whatever they pick, the floor holds
         d = _propose(db, sc, make_report(sc, [weak_slice(sc, "object_size", 0.5, 2.0)], map50=0.4 + i / 100,
@@ -313,7 +314,7 @@ def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
     base = load_base(path, sc)
     first = initial_params(sc, base)
     assert not first.is_mixture and first.uniform_share == 0.3 and first.distributions == base.distributions
-    assert initial_params(sc).distributions == {}
+    assert initial_params(sc) == GenerationParams(scenario="digits")  # no base: the uniform arm's params
 
 
 def test_lineage_summary_shows_a_mixture() -> None:
