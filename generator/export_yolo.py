@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,14 +128,14 @@ def _write_files(shard: Shard, tmp: Path, val: set[int], classes: dict[int, int]
     n_labels = skipped = 0
     for img in progress_bar(None, "export", "img", show=progress, iterable=coco["images"]):
         split = "val" if img["id"] in val else "train"
-        src = shard.path / img["file_name"]
-        if not src.is_file():
-            raise ShardError(f"export: image {img['id']} file {str(src)!r} does not exist; "
-                             f"run `synthloop validate {shard.path}`")
+        try:  # inside the shard, listed in manifest.json and matching its sha256
+            data = shard.verified_bytes(img["file_name"])
+        except ShardError as exc:
+            raise ShardError(f"export: image {img['id']}: {exc}") from None
         name = targets[img["id"]]
         for sub in ("images", "labels"):
             (tmp / sub / split).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, tmp / "images" / split / name)
+        (tmp / "images" / split / name).write_bytes(data)
         lines, skip = _label_lines(by_image.get(img["id"], []), classes, img, task)
         (tmp / "labels" / split / f"{Path(name).stem}.txt").write_text(
             "".join(f"{line}\n" for line in lines))

@@ -303,6 +303,9 @@ class Shard:
         """The bytes of the shard file ``rel``, checked against its sha256 in manifest.json."""
         path = self.path / rel
         fix = f"re-render or re-import the shard (`synthloop validate {self.path}` lists what changed)"
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            raise ShardError(f"shard {str(self.path)!r}: file {rel!r} must lie inside the shard (symlinks "
+                             f"followed), but it does not; {fix}")
         files = self.manifest.get("files") if isinstance(self.manifest, dict) else None
         expected = files.get(rel) if isinstance(files, dict) else None
         if expected is None:

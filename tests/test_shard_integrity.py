@@ -85,3 +85,24 @@ def test_a_file_missing_from_the_manifest_is_refused(tmp_path: Path) -> None:
         _ = Shard(shard_dir).coco
     with pytest.raises((ShardError, DataError)):
         api.train([shard_dir], tmp_path / "m", steps=1, batch_size=1, input_size=64, device="cpu", num_threads=1)
+
+
+def test_shard_file_names_cannot_escape_the_shard(tmp_path: Path) -> None:
+    """A crafted shard whose annotations.json (and manifest) name ../../secret is refused, not read
+    or exported."""
+    import hashlib
+
+    shard_dir = make_shard(tmp_path / "s", n=2)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((shard_dir / "images" / "000000.png").read_bytes())
+    coco = read_json(shard_dir, "annotations.json")
+    coco["images"][0]["file_name"] = "../secret.png"
+    rewrite_json(shard_dir, "annotations.json", coco)
+    manifest = read_json(shard_dir, "manifest.json")
+    manifest["files"]["../secret.png"] = hashlib.sha256(secret.read_bytes()).hexdigest()
+    rewrite_json(shard_dir, "manifest.json", manifest)
+    shard = Shard(shard_dir)
+    with pytest.raises(ShardError, match=r"file '\.\./secret\.png' must lie inside the shard"):
+        shard.load_image(shard.coco["images"][0])
+    rc = main(["export", str(shard_dir), "--format", "yolo", "--out", str(tmp_path / "y")])
+    assert rc == 2 and not (tmp_path / "y").exists()
