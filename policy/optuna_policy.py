@@ -107,14 +107,7 @@ class OptunaPolicy(Policy):
         if pending is not None:
             told.append(self._tell(study, storage, pending, inputs, current))
         sc = inputs.scenario
-        reports: list[dict[str, Any]] = inputs.reports
-        dropped: list[dict[str, Any]] = []
-        start = current
-        if base is not None:
-            reports, dropped = mx.eligible_reports(inputs.reports)
-            start = GenerationParams(scenario=sc.name, distributions=mx.previous_tilt(current, base))
-        plan = make_plan(sc, start, pooled_weak_slices(reports, sc), inputs.conditions,
-                         self.config.space.top_k, self.config.evidence)
+        plan, start, dropped = self._plan(inputs, current, base)
         notes += self._evidence_notes(inputs)
         decision = Decision(policy=self.name, scenario=sc.name, params=current.to_dict(),
                             uniform_share=[current.uniform_share] * 2, ignored=plan.ignored,
@@ -131,6 +124,20 @@ class OptunaPolicy(Policy):
             return self._ask_mixture(study, storage, inputs, current, base, start, plan, proposed, src,
                                      dropped, decision)
         return self._ask(study, storage, inputs, current, plan, proposed, src, decision)
+
+    def _plan(self, inputs: PolicyInputs, current: GenerationParams, base: GenerationParams | None
+              ) -> tuple[Plan, GenerationParams, list[dict[str, Any]]]:
+        """The plan, the params it moves from and the weak slices left out: in mixture mode
+        (``base`` given) only CI-eligible slices, moving the previous tilt (else the base)."""
+        sc = inputs.scenario
+        reports, start = inputs.reports, current
+        dropped: list[dict[str, Any]] = []
+        if base is not None:
+            reports, dropped = mx.eligible_reports(inputs.reports)
+            start = GenerationParams(scenario=sc.name, distributions=mx.previous_tilt(current, base))
+        plan = make_plan(sc, start, pooled_weak_slices(reports, sc), inputs.conditions,
+                         self.config.space.top_k, self.config.evidence)
+        return plan, start, dropped
 
     def _base_only(self, study: optuna.Study, sc: Scenario, current: GenerationParams, base: GenerationParams,
                    dropped: list[dict[str, Any]], decision: Decision) -> Decision:
