@@ -87,3 +87,20 @@ class FixedPolicy(_Baseline):
 
     def params(self, scenario: Scenario) -> GenerationParams:
         return fixed_params(scenario)
+
+
+class CalibratedPolicy(_Baseline):
+    """The calibrated open loop (benchmark arm C): every round the same mixture a mixture loop
+    starts from — the heuristic uniform share + the calibrated base, no tilt — whatever the
+    reports say (:func:`policy.mixture.initial_params`)."""
+
+    name = "calibrated"
+    note = "baseline: calibrated open loop, the uniform share + the calibrated base every round, no tilt"
+
+    def __init__(self, base: GenerationParams) -> None:
+        self.base = base
+
+    def params(self, scenario: Scenario) -> GenerationParams:
+        from policy.mixture import initial_params
+
+        return initial_params(scenario, self.base)

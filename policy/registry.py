@@ -1,5 +1,6 @@
 """Policies by name: ``optuna`` (steered by failures), ``mixture`` (the bounded mixture:
-uniform share + calibrated base + capped tilt), ``uniform`` and ``fixed`` (baselines)."""
+uniform share + calibrated base + capped tilt), ``uniform``, ``fixed`` and ``calibrated``
+(baselines; ``calibrated`` = the mixture's uniform share + the calibrated base, never tilted)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from generator.errors import ConfigError
-from policy.base import FixedPolicy, Policy, UniformPolicy
+from policy.base import CalibratedPolicy, FixedPolicy, Policy, UniformPolicy
 
 if TYPE_CHECKING:
     from generator.params import GenerationParams
     from policy.optuna_policy import OptunaConfig
 
-POLICIES = ("optuna", "mixture", "uniform", "fixed")
+POLICIES = ("optuna", "mixture", "uniform", "fixed", "calibrated")
+WITH_BASE = ("mixture", "calibrated")  # take a calibrated base params file
 STEERED = ("optuna", "mixture")  # need a study storage and a loop id
 
 
@@ -32,16 +34,21 @@ def check_name(name: str) -> str:
 def make_policy(name: str, *, study: str | Path | None = None, loop_id: str | None = None,
                 config: OptunaConfig | None = None, base: GenerationParams | None = None) -> Policy:
     """The policy called ``name``; ``optuna`` and ``mixture`` need ``study`` (URL or path) and
-    ``loop_id``. ``mixture`` takes the calibrated ``base`` params (None: uniform) and uses
+    ``loop_id``. ``calibrated`` needs the calibrated ``base``; ``mixture`` takes it (None: uniform) and uses
     ``config.mixture`` (default :class:`policy.mixture.MixtureOptions`)."""
     check_name(name)
     if name == "uniform":
         return UniformPolicy()
     if name == "fixed":
         return FixedPolicy()
+    if name == "calibrated":
+        if base is None:
+            raise ConfigError("--base: the calibrated policy needs a calibrated base params file, but got "
+                              "none; pass the params `synthloop calibrate` wrote")
+        return CalibratedPolicy(base)
     if base is not None and name != "mixture":
-        raise ConfigError(f"--base: only the mixture policy takes a calibrated base, but got --policy "
-                          f"{name}; use --policy mixture")
+        raise ConfigError(f"--base: only the mixture and calibrated policies take a calibrated base, but got "
+                          f"--policy {name}; use --policy mixture or calibrated")
     if name in STEERED:
         from policy.mixture import MixtureOptions
         from policy.optuna_policy import OptunaConfig, OptunaPolicy  # imports optuna: only when asked for

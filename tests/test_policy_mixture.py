@@ -306,7 +306,7 @@ def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
     from flows.loop_state import LoopConfig
     from policy.mixture import initial_params, load_base
 
-    with pytest.raises(ConfigError, match=r"^loop\.policy_base: applies to policy 'mixture' only"):
+    with pytest.raises(ConfigError, match=r"^loop\.policy_base: applies to policies 'mixture' and 'calibrated' only"):
         LoopConfig(workdir=str(tmp_path), policy="optuna", policy_base="base.yaml").validate()
     LoopConfig(workdir=str(tmp_path), policy="mixture", policy_base="base.yaml").validate()
     path = tmp_path / "base.yaml"
@@ -349,3 +349,19 @@ def test_baseline_after_a_mixture_lists_what_it_dropped(sc):
     d = UniformPolicy().propose(PolicyInputs(sc, [make_report(sc)], validate_params(_mix(), sc)))
     assert [c["parameter"] for c in d.changes] == ["light.intensity"]
     assert d.changes[0]["old"]["kind"] == "mixture" and "mixture(0.75 fixed 1.0" in d.to_markdown()
+
+
+def test_calibrated_policy_renders_the_base_mixture_every_round_whatever_the_reports(sc, shard):
+    """Benchmark arm C: the open loop never tilts, however weak a slice is, and needs a base."""
+    base = _base(sc)
+    policy = make_policy("calibrated", base=base)
+    far = make_report(sc, [weak_slice(sc, "object_size", 0.5, 2.0)], map50=0.1, tag="far")
+    quiet = make_report(sc, [], map50=0.6, tag="quiet")
+    first = policy.propose(PolicyInputs(sc, [far], None, shard))
+    again = policy.propose(PolicyInputs(sc, [quiet], validate_params(GenerationParams.model_validate(first.params), sc),
+                                        shard))
+    p = GenerationParams.model_validate(first.params)
+    assert first.params == again.params and not again.changes and first.policy == "calibrated"
+    assert not p.is_mixture and p.uniform_share == pytest.approx(0.3) and p.distributions == base.distributions
+    with pytest.raises(ConfigError, match=r"^--base: the calibrated policy needs a calibrated base"):
+        make_policy("calibrated")
