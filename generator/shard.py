@@ -294,9 +294,12 @@ class Shard:
                 "render or import it again"
             )
         try:
-            self.manifest: dict[str, Any] = json.loads(mpath.read_text())
+            self.manifest: dict[str, Any] = json.loads(mpath.read_bytes())
         except json.JSONDecodeError as exc:
             raise ShardError(f"shard: {mpath} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        except (OSError, ValueError) as exc:  # unreadable, or not UTF-8 text
+            raise ShardError(f"shard: cannot read {mpath} ({type(exc).__name__}); render or import the shard "
+                             "again") from exc
         self._coco: dict[str, Any] | None = None
 
     def verified_bytes(self, rel: str) -> bytes:

@@ -106,3 +106,13 @@ def test_shard_file_names_cannot_escape_the_shard(tmp_path: Path) -> None:
         shard.load_image(shard.coco["images"][0])
     rc = main(["export", str(shard_dir), "--format", "yolo", "--out", str(tmp_path / "y")])
     assert rc == 2 and not (tmp_path / "y").exists()
+
+
+def test_a_non_utf8_manifest_is_one_line(tmp_path: Path, capsys) -> None:
+    shard_dir = make_shard(tmp_path / "s", n=2)
+    (shard_dir / "manifest.json").write_bytes(b'{"format": "caf\xe9"}')
+    with pytest.raises(ShardError, match=r"cannot read .*manifest\.json \(UnicodeDecodeError\)"):
+        Shard(shard_dir)
+    rc = main(["validate", str(shard_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "UnicodeDecodeError" in err
