@@ -1,6 +1,6 @@
 """Checks of a loop's settings that need a library (scenario registry, renderer limits, torch):
 run by :meth:`flows.loop_state.LoopConfig.validate`, so ``synthloop run`` refuses a bad
-``scenario``, image size or ``device`` in one line *before* anything is written (no MLflow
+``scenario``, image size, ``device`` or ``real_sizes`` in one line *before* anything is written (no MLflow
 run, no ``params.yaml``, no shard).
 """
 
@@ -50,7 +50,22 @@ def check_device(device: Any) -> None:
                               device, "use device=auto or cpu")
 
 
+def check_real_sizes(sizes: Any) -> None:
+    """``real_sizes`` (None: the generator's) maps every real split to a digit count >= 1; the
+    total against the bundled digits is checked when the real set is built."""
+    from generator.real.mnist import DIGIT_SPLITS
+
+    if sizes is None:
+        return
+    ok = (isinstance(sizes, dict) and set(sizes) == set(DIGIT_SPLITS)
+          and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes.values()))
+    if not ok:
+        raise field_error("loop.real_sizes", f"must map each of {', '.join(DIGIT_SPLITS)} to an integer >= 1",
+                          sizes, "e.g. {real-train: 1000, real-val: 300, real-test: 300}, or drop it")
+
+
 def check_runnable(cfg: Any) -> None:
     """Every check above, cheapest first."""
     check_device(cfg.device)
+    check_real_sizes(cfg.real_sizes)
     check_image_size(cfg, check_scenario(cfg))

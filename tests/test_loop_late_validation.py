@@ -25,6 +25,8 @@ def run_cli(tmp_path: Path, *sets: str) -> list[str]:
     ("device=banana", "error: loop.device: must be one of auto, cpu, cuda, but got 'banana'"),
     ("scenario=nosuch", "error: loop.scenario: must be a built-in scenario or a scenario YAML path, but got 'nosuch'"),
     ("scenario=missing.yaml", "error: loop.scenario: must be a built-in scenario"),
+    ("real_sizes={real-train: 0, real-val: 5, real-test: 5}", "error: loop.real_sizes: must map each of real-train"),
+    ("real_sizes={real-train: 5}", "error: loop.real_sizes: must map each of real-train"),
 ])
 def test_run_refuses_a_bad_setting_before_writing_anything(value: str, expected: str, tmp_path: Path,
                                                            capsys) -> None:
