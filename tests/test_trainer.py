@@ -469,3 +469,33 @@ def test_plugged_in_model_trains_and_reloads(tmp_path: Path, shards: dict[str, P
     det = api.load_detector(res.path, device="cpu")
     assert type(det) is Constant and res.model_json["model"] == "constant-test"
     assert det.predict([np.zeros((64, 64, 3), np.uint8)])[0][0]["bbox"] == [0.0, 0.0, 32.0, 32.0]
+
+
+def test_step_hook_sees_every_nth_step_and_the_last(tmp_path: Path, shards: dict[str, Path]) -> None:
+    """Learning curves (benchmarks/time_to_accuracy.py): the hook gets the live detector at
+    steps every, 2·every, … and the last, with training seconds that exclude its own time."""
+    import time
+
+    calls: list[tuple[int, float, bool]] = []
+
+    class Hook:
+        every = 2
+
+        def __call__(self, steps: int, detector: Any, seconds: float) -> None:
+            calls.append((steps, seconds, detector.module.training))
+            time.sleep(0.3)  # evaluation time must not count as training time
+
+    r = tiny([shards["syn"]], tmp_path / "m", steps=5, checkpoint=Hook())
+    assert [c[0] for c in calls] == [2, 4, 5]
+    assert all(b[1] >= a[1] for a, b in zip(calls, calls[1:], strict=False))
+    assert r.seconds < 0.3 * len(calls) + calls[-1][1] and r.seconds < calls[-1][1] + 0.2
+
+
+def test_channels_last_is_the_same_maths(tmp_path: Path, shards: dict[str, Path]) -> None:
+    """NHWC batches and weights (the default, faster on CPU) train the same model as NCHW up to
+    float rounding."""
+    a = tiny([shards["syn"]], tmp_path / "nhwc", seed=3)
+    b = tiny([shards["syn"]], tmp_path / "nchw", seed=3, channels_last=False)
+    sa, sb = _state(a.path), _state(b.path)
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-4, rtol=1e-3) for k in sa)
+    assert a.model_json["fingerprint"] == b.model_json["fingerprint"]

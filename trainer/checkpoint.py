@@ -51,6 +51,21 @@ def save_checkpoint(out: Path, detector: Detector, optimizer: torch.optim.Optimi
     return meta
 
 
+def export_weights(src: str | Path, out: Path) -> dict[str, Any]:
+    """Copy checkpoint ``src`` into the existing directory ``out`` without its optimizer moments
+    (about a third of the size: what a shipped base model needs). ``model.json`` keeps every
+    field but ``weights_sha256`` (the new file's) and notes ``exported_from`` (the old sha256).
+    Continuing from an export starts fresh AdamW moments, as from any model without them."""
+    src = Path(src)
+    meta = read_model_json(src)
+    payload = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
+    slim = {k: v for k, v in payload.items() if k != "optimizer"}
+    torch.save(slim, out / "model.pt")
+    new = {**meta, "exported_from": meta.get("weights_sha256"), "weights_sha256": sha256_file(out / "model.pt")}
+    atomic.write_json(out / "model.json", new)
+    return new
+
+
 def _cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,6 +27,14 @@ from trainer.errors import TrainingError
 from trainer.sampling import BatchPlan, Phase
 
 GRAD_CLIP = 10.0
+
+
+class StepHook(Protocol):
+    """Called with the detector every ``every`` steps (learning curves; see :func:`run_phases`)."""
+
+    every: int
+
+    def __call__(self, steps: int, detector: Detector, seconds: float) -> None: ...
 FINAL_WINDOW = 20  # final_loss = mean loss of the last 20 steps
 
 
@@ -123,13 +132,19 @@ def train_step(detector: Detector, optimizer: torch.optim.Optimizer, images: tor
 
 def run_phases(detector: Detector, optimizer: torch.optim.Optimizer, store: Store,
                infos: list[ShardInfo], phases: list[Phase], cfg: TrainConfig,
-               rng: np.random.Generator, gen: torch.Generator, progress: bool) -> LoopResult:
-    """Run every phase in order; returns losses and throughput."""
+               rng: np.random.Generator, gen: torch.Generator, progress: bool,
+               checkpoint: StepHook | None = None, channels_last: bool = False) -> LoopResult:
+    """Run every phase in order; returns losses and throughput. ``checkpoint`` (benchmarks'
+    learning curves) is called as ``hook(steps_done, detector, training_seconds)`` after every
+    ``hook.every``-th step and after the last; its time is not counted in ``seconds``.
+    ``channels_last``: batches in NHWC memory layout to match a module converted to it (same
+    maths; oneDNN's CPU convolutions run faster on it, benchmarks/RESULTS.md)."""
     from generator.progress import bar as progress_bar  # a bar on a terminal only
 
     pixels = torch.from_numpy(store.images).to(detector.device)
     result = LoopResult()
     start = time.perf_counter()
+    total = sum(p.steps for p in phases)
     with progress_bar(sum(p.steps for p in phases), "train", "step", show=progress) as bar:
         for phase in phases:
             plan = BatchPlan(phase, infos, store, cfg.batch_size, rng)
@@ -138,6 +153,8 @@ def run_phases(detector: Detector, optimizer: torch.optim.Optimizer, store: Stor
                     group["lr"] = lr_at(k, phase.steps, phase.lr)
                 images, targets = make_batch(pixels, store, plan.next(),
                                              gen if cfg.augment else None, detector.device)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 result.losses.append(train_step(detector, optimizer, images, targets,
                                                 result.steps + 1))
                 result.steps += 1
@@ -147,6 +164,10 @@ def run_phases(detector: Detector, optimizer: torch.optim.Optimizer, store: Stor
                     elapsed = time.perf_counter() - start
                     bar.set_postfix(phase=phase.name, loss=f"{np.mean(result.losses[-10:]):.3f}",
                                     img_s=f"{result.images_seen / max(elapsed, 1e-9):.0f}")
+                if checkpoint is not None and (result.steps % checkpoint.every == 0 or result.steps == total):
+                    paused = time.perf_counter()
+                    checkpoint(result.steps, detector, paused - start)
+                    start += time.perf_counter() - paused
             result.phase_steps[phase.name] = phase.steps
     result.seconds = time.perf_counter() - start
     return result
