@@ -160,7 +160,7 @@ def train_with_config(sources: list[DataSource], out: Path, cfg: TrainConfig, *,
     with torch_settings(dev, cfg.effective_threads):
         detector.to(dev)
         if channels_last:  # the same maths in NHWC layout: faster convolutions (RESULTS.md)
-            detector.module.to(memory_format=torch.channels_last)
+            detector.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = make_optimizer(detector, cfg)
         if parent is not None and "optimizer" in parent.payload:
             optimizer.load_state_dict(parent.payload["optimizer"])
