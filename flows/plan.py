@@ -12,7 +12,8 @@ starts, so ``make demo`` says, e.g.::
           img/s, measured on a quiet 2-core machine; the upper end allows for other jobs sharing
           the cores)
 
-(one line each; wrapped here).
+(one line each; wrapped here), plus, when the machine's load average says other jobs share the
+cores, ``plan: the machine is busy now (load average 6.8 on 2 CPU cores): at that load about 18 min``.
 
 No Prefect or MLflow here (cheap to import and to test).
 """
@@ -52,6 +53,8 @@ class Rates:
 #     `synthloop evaluate` on real-val (598 images, 200 resamples) 15 s with start-up; `synthloop
 #     data real` 12.8 s.
 #   -> per render process 15 img/s (two on two cores: 30), train 65 img/s, evaluate 50 img/s.
+#   check (2026-12-03, load 7-9): `synthloop run --iterations 1` on the demo settings took 412 s
+#     (estimate: 219 s quiet; see RunPlan.busy for the load correction).
 MEASURED = Rates(render_img_s=15.0, train_img_s=65.0, evaluate_img_s=50.0, real_set_s=13.0,
                  startup_s=25.0, iteration_s=8.0, cores=2)
 IMAGES_PER_DIGIT = 598 / 1500  # real-val: 1,500 digits make 598 composite images
@@ -92,6 +95,7 @@ class RunPlan:
     cores: int
     cuda: bool  # training may run on CUDA: the CPU estimate then overstates it
     render_img_s: float  # the iteration's render rate (parallel shards and workers, image size)
+    load: float = 0.0  # the machine's 1-minute load average before the run (other jobs)
     rates: Rates = MEASURED
 
     @property
@@ -122,7 +126,24 @@ class RunPlan:
                f"{basis}; the upper end allows for other jobs sharing the cores)")
         if self.cuda:
             how += "; training may run on CUDA here, faster than this CPU estimate"
-        return [what, how]
+        lines = [what, how]
+        if self.busy > 1.25:
+            lines.append(f"plan: the machine is busy now (load average {self.load:.1f} on {where}): at that load "
+                         f"{_duration(self.seconds * self.busy)}")
+        return lines
+
+    @property
+    def busy(self) -> float:
+        """How much slower other jobs make it, from the load average: ``1 + 0.25 * load / cores``.
+        Rough, fitted on one run (2026-12-03, 2 cores, load average 6.8 at the start and 7-9 during:
+        one demo-size iteration took 412 s against 219 s estimated quiet, 1.9x: render 4x slower,
+        training 1.4x, evaluation 2.8x). A fair share (``1 + load / cores``) predicted 4.4x: the
+        load average overstates what niced and waiting jobs take from the loop."""
+        return 1.0 + 0.25 * max(0.0, self.load) / self.cores
+
+
+def _duration(seconds: float) -> str:
+    return f"about {round(seconds)} s" if seconds < 90 else f"about {round(seconds / 60)} min"
 
 
 def _n(count: int, noun: str) -> str:
@@ -130,10 +151,16 @@ def _n(count: int, noun: str) -> str:
 
 
 def plan_run(cfg: LoopConfig, *, iterations: int | None = None, cores: int | None = None, cuda: bool = False,
-             rates: Rates = MEASURED) -> RunPlan:
+             load: float | None = None, rates: Rates = MEASURED) -> RunPlan:
     """The work ``cfg`` still has to do and its estimated duration on ``cores`` CPU cores
-    (default: this machine's); ``iterations`` overrides the target (a run that adds iterations)."""
+    (default: this machine's); ``iterations`` overrides the target (a run that adds iterations);
+    ``load``: other jobs' load average (default: this machine's now; 0 where unknown)."""
     cores = max(1, cores or os.cpu_count() or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on every platform
+            load = 0.0
     target = cfg.iterations if iterations is None else iterations
     done = min(completed_iterations(cfg), target)
     todo = target - done
@@ -151,4 +178,4 @@ def plan_run(cfg: LoopConfig, *, iterations: int | None = None, cores: int | Non
     return RunPlan(iterations=target, done=done, images=cfg.images_per_iteration, shards=shards,
                    steps=cfg.steps_per_iteration, batch_size=cfg.batch_size, eval_images=eval_images,
                    build_real=build_real, seconds=seconds if todo else rates.startup_s, cores=cores,
-                   cuda=cuda, render_img_s=render_rate, rates=rates)
+                   cuda=cuda, render_img_s=render_rate, load=load, rates=rates)

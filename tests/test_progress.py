@@ -225,7 +225,7 @@ def test_the_plan_for_the_demo_defaults(tmp_path):
     from flows.plan import MEASURED, plan_run
 
     cfg = _cfg(tmp_path, images_per_iteration=400, backend="pyrender", width=None, height=None)
-    plan = plan_run(cfg, cores=2)
+    plan = plan_run(cfg, cores=2, load=0.0)
     what, how = plan.lines()
     assert what.startswith("plan: 3 iterations × 400 images (2 shards), 300 training steps × 32 images each")
     assert "598 real-val images" in what and "builds the real set first" in what
@@ -234,10 +234,15 @@ def test_the_plan_for_the_demo_defaults(tmp_path):
     assert 9 * 60 <= plan.seconds <= 11 * 60, plan.seconds
     assert "about 10–12 min" in how
     assert re.search(r"about \d+–\d+ min on 2 CPU cores", how) and "measured on a quiet 2-core machine" in how
-    per_iteration = (plan_run(cfg, iterations=4, cores=2).seconds - plan.seconds)
+    per_iteration = (plan_run(cfg, iterations=4, cores=2, load=0.0).seconds - plan.seconds)
     train_s = 300 * 32 / MEASURED.train_img_s
     assert train_s < per_iteration < train_s + 90  # training dominates an iteration
-    assert plan_run(cfg, cores=4).seconds < plan.seconds  # more cores, less time
+    assert plan_run(cfg, cores=4, load=0.0).seconds < plan.seconds  # more cores, less time
+    busy = plan_run(cfg, cores=2, load=6.0).lines()  # other jobs: 1 + 0.25 * 6/2 = 1.75x, said apart
+    assert busy[:2] == [what, how] and len(busy) == 3
+    assert busy[2] == f"plan: the machine is busy now (load average 6.0 on 2 CPU cores): at that load " \
+                      f"about {round(plan.seconds * 1.75 / 60)} min"
+    assert len(plan_run(cfg, cores=2, load=1.6).lines()) == 2  # 1.2x: within the range already
 
 
 def test_the_plan_of_a_resumed_loop(tmp_path):
@@ -247,9 +252,9 @@ def test_the_plan_of_a_resumed_loop(tmp_path):
     cfg.work.mkdir(parents=True)
     history = {"format": "synthloop-loop/1", "config": {}, "iterations": [{}, {}]}
     (cfg.work / "history.json").write_text(json.dumps(history))
-    assert "(resuming: 2 of 3 done)" in plan_run(cfg, cores=2).lines()[0]
-    assert plan_run(cfg, cores=2).todo == 1
-    done = plan_run(cfg, iterations=2, cores=2).lines()
+    assert "(resuming: 2 of 3 done)" in plan_run(cfg, cores=2, load=0.0).lines()[0]
+    assert plan_run(cfg, cores=2, load=0.0).todo == 1
+    done = plan_run(cfg, iterations=2, cores=2, load=0.0).lines()
     assert len(done) == 1 and "complete already" in done[0]
 
 

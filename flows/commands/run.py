@@ -78,13 +78,14 @@ def print_plan(settings: Any, cfg: Any) -> None:
     from flows.plan import completed_iterations, plan_run
 
     target = completed_iterations(cfg) + settings.add_iterations if settings.add_iterations else None
-    cuda = False
-    if cfg.device != "cpu":
+    for line in plan_run(cfg, iterations=target).lines():
+        print(line, file=sys.stderr, flush=True)
+    if cfg.device != "cpu":  # after the plan: importing torch takes seconds on a busy machine
         import torch
 
-        cuda = bool(torch.cuda.is_available())
-    for line in plan_run(cfg, iterations=target, cuda=cuda).lines():
-        print(line, file=sys.stderr, flush=True)
+        if torch.cuda.is_available():
+            print("plan: CUDA is available: training runs there, faster than this CPU estimate",
+                  file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
