@@ -7,7 +7,7 @@ import pytest
 from test_policy_support import digits, make_report, weak_slice
 
 from generator.errors import ConfigError, DataError
-from generator.params import GenerationParams, validate_params
+from generator.params import GenerationParams, uniform_params, validate_params
 from generator.sampling import Sampler
 from policy import PolicyInputs, available_policies, make_policy
 from policy.reports import objective_value, pooled_weak_slices
@@ -59,9 +59,9 @@ def test_fixed_baseline_is_the_scenario_defaults(sc):
 
 
 def test_unknown_policy_lists_the_available_ones():
-    with pytest.raises(ConfigError, match="unknown policy 'bandit'; available: optuna, mixture, uniform, fixed"):
+    with pytest.raises(ConfigError, match="unknown policy 'bandit'; available: optuna, mixture, uniform, fixed, calibrated"):
         make_policy("bandit")
-    assert available_policies() == ["optuna", "mixture", "uniform", "fixed"]
+    assert available_policies() == ["optuna", "mixture", "uniform", "fixed", "calibrated"]
 
 
 @pytest.mark.parametrize(("change", "error", "match"), [
@@ -75,8 +75,9 @@ def test_unknown_policy_lists_the_available_ones():
 def test_reports_the_policy_must_not_read_are_refused(sc, change, error, match):
     report = {**make_report(sc), **change}
     for name in available_policies():
+        base = uniform_params(sc) if name == "calibrated" else None  # the calibrated arm needs a base
         with pytest.raises(error, match=match):
-            make_policy(name, study="unused.db", loop_id="x").propose(PolicyInputs(sc, [report]))
+            make_policy(name, study="unused.db", loop_id="x", base=base).propose(PolicyInputs(sc, [report]))
 
 
 def test_no_report_is_refused(sc):
