@@ -3,8 +3,15 @@
     closed_loop(settings)                       one LoopSettings parameter (flows/settings.py)
       prepare real data                         built once, reused after
       open the loop's MLflow parent run         found again on a resume
+      with settings.init_model (warm start, once per loop; flows/warm_start.py):
+        evaluate    init/report                 the init model on real-val
+        decide      init/decision.json          params_0, steered by the init report
+        track       MLflow child run "init"     its metrics (step -1), report, decision and the
+                                                init model as a registered version (the bar
+                                                iteration 0 must beat for `champion`)
       for each iteration k not yet done:
-        params      iter_k/params.yaml          uniform at k = 0, else decision k-1
+        params      iter_k/params.yaml          uniform at k = 0 (the init decision's with
+                                                init_model), else decision k-1
         render      iter_k/shard-<i>            render_shards tasks in parallel processes,
                                                 cached on the shard fingerprint
         train       iter_k/model                continues from model k-1
@@ -41,7 +48,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from flows import loop, publish, tracking, workdir_lock
+from flows import loop, publish, tracking, tracking_init, warm_start, workdir_lock
 from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
 from flows.settings import DATA_DIR, LoopSettings
 from generator.params import GenerationParams
@@ -108,13 +115,46 @@ def decide(cfg: LoopConfig, k: int, report: dict[str, Any], params: GenerationPa
     return loop.policy_step(cfg, k, [report], params, shards)
 
 
+@task(name="evaluate-init-model", cache_policy=NO_CACHE)
+def evaluate_init(cfg: LoopConfig) -> loop.EvalStep:
+    return warm_start.evaluate_init(cfg)
+
+
+@task(name="policy-init", cache_policy=NO_CACHE, **IO_RETRY)
+def decide_init(cfg: LoopConfig, report: dict[str, Any]) -> loop.PolicyStep:
+    return warm_start.decide_init(cfg, report)
+
+
+@task(name="track-init", cache_policy=NO_CACHE, **IO_RETRY)
+def track_init(t: tracking.Tracking, parent: str, cfg: LoopConfig, init: dict[str, Any],
+               flow_run_id: str | None) -> str:
+    """Log the warm start's pre-step on its MLflow run "init" and register the init model (idempotent)."""
+    return tracking_init.track_init(t, parent, cfg.work, init, flow_run_id)
+
+
+def pre_step(t: tracking.Tracking, parent: str, cfg: LoopConfig, history: LoopHistory,
+             flow_run_id: str | None) -> str | None:
+    """Warm start: evaluate the init model and decide params_0 (once), track it; the init run's
+    id (iteration 0's previous run), or None for a cold start."""
+    if cfg.init_model is None:
+        return None
+    if history.init is None:
+        e = evaluate_init(cfg)
+        history.set_init(warm_start.init_record(cfg, e, decide_init(cfg, e.report)))
+    assert history.init is not None
+    return track_init(t, parent, cfg, history.init, flow_run_id)
+
+
 @task(name="track-iteration", task_run_name="track-iter{k}", cache_policy=NO_CACHE, **IO_RETRY)
 def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: LoopConfig,
-          record: dict[str, Any], flow_run_id: str | None) -> dict[str, Any]:
-    """Log iteration ``k`` to its MLflow child run and register its model (idempotent)."""
+          record: dict[str, Any], flow_run_id: str | None, init: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Log iteration ``k`` to its MLflow child run and register its model (idempotent);
+    ``init``: a warm start's init block, for iteration 0 (``previous`` is then the init run)."""
     run_id, finished = tracking.open_iteration_run(t, parent, k, previous, flow_run_id)
     if finished:
         return {"run_id": run_id, "model": None, "already": True}
+    if init is not None and previous is not None:
+        tracking_init.log_init_input(t, run_id, previous, init)
     window = (record.get("production") or {}).get("path")
     tracking.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict(),
                            production=None if window is None else cfg.work / window)
@@ -150,8 +190,7 @@ def run_one(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
     params = choose_params(cfg, k)
     renders = render_all(cfg, k, params)
     new = [r.path for r in renders]
-    init = history.resolve(history.entries[-1].train["path"]) if history.entries else None
-    t = train(cfg, k, loop.loop_shards(history) + new, init)
+    t = train(cfg, k, loop.loop_shards(history) + new, loop.previous_model(cfg, history))
     e = evaluate(cfg, k, t.path)
     merged = assess_production(cfg, k, e.report, [path for path, _ in t.data]) if cfg.production else None
     p = decide(cfg, k, merged or e.report, params, new)
@@ -228,10 +267,11 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
     progress = publish.loop_progress(cfg, len(history.entries))
     previous: str | None = None
     try:
+        previous = pre_step(t, parent, cfg, history, run)
         for k in range(cfg.iterations):
             done = k < len(history.entries)
             record = history.entries[k] if done else run_one(cfg, k, history)
-            tracked = track(t, parent, k, previous, cfg, record.to_dict(), run)
+            tracked = track(t, parent, k, previous, cfg, record.to_dict(), run, history.init if k == 0 else None)
             previous = tracked["run_id"]
             if not done:
                 publish.iteration_artifacts(cfg, t, record, tracked)

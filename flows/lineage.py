@@ -12,6 +12,10 @@ step reads only what :mod:`flows.tracking` logged:
 - its failure report on real-val (``report/report.json`` artifact, ``real_val_map50``, the
   ``synthloop.weakest`` tag) — which is what drove the *next* iteration's params.
 
+A warm-started loop (flows/tracking_init.py) ends the walk at its init run: iteration 0's
+previous run is the run "init" (entry ``iteration`` -1, ``init`` = the checkpoint's path and
+weights sha256), whose report drove iteration 0's params and whose model iteration 0 continued.
+
 :func:`format_lineage` prints one block per iteration, newest first.
 """
 
@@ -139,6 +143,9 @@ def _entry(c: MlflowClient, run: Run) -> dict[str, Any]:
                    "real_val_map50": run.data.metrics.get("real_val_map50"),
                    "weakest": run.data.tags.get(TAG_WEAKEST)},
         "previous_run_id": run.data.tags.get(TAG_PREVIOUS),
+        # a warm start (flows/tracking_init.py): on the init run ("iteration -1") and iteration 0
+        "init": ({"path": p["init.path"], "weights_sha256": p.get("init.weights_sha256")}
+                 if p.get("init.path") else None),
     }
 
 
@@ -182,6 +189,15 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
     """``model ← shards (params, trial, fingerprint) ← failure report ← previous model`` per step."""
     lines = []
     for e in chain:
+        if e["iteration"] < 0:  # a warm start's init model: where the walk ends
+            init = e.get("init") or {}
+            lines.append(f"init model  run {e['run_id']} ({e['status']}; real-val mAP@0.5 "
+                         f"{_fmt(e['report']['real_val_map50'])})")
+            lines.append(f"  model            {_model_line(e['model'])}")
+            lines.append(f"  checkpoint       {init.get('path')} (weights sha256 {init.get('weights_sha256')})")
+            lines.append(f"  its report       {e['report']['uri']} (weakest {e['report']['weakest'] or '–'}): "
+                         "steered iteration 0's params")
+            continue
         lines.append(f"iteration {e['iteration']}  run {e['run_id']} ({e['status']}; "
                      f"real-val mAP@0.5 {_fmt(e['report']['real_val_map50'])})")
         lines.append(f"  model            {_model_line(e['model'])}")
@@ -195,7 +211,8 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
         if d is None:
             lines.append("  ← failure report (none: iteration 0 starts from uniform params)")
         else:
-            lines.append(f"  ← failure report of iteration {e['iteration'] - 1}: {d['uri']} "
+            who = "the init model" if e["iteration"] == 0 else f"iteration {e['iteration'] - 1}"
+            lines.append(f"  ← failure report of {who}: {d['uri']} "
                          f"(real-val mAP@0.5 {_fmt(d['real_val_map50'])}; weakest {d['weakest'] or '–'})")
         if e["iteration"] > 0 or e["previous_model"] is not None:
             lines.append(f"  ← previous model {_model_line(e['previous_model'])}")

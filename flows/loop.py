@@ -11,9 +11,12 @@ Iteration *k* of a loop with work directory ``WORK``::
                  then one entry appended to WORK/history.json
 
 ``params_0`` is uniform over every range for every policy (one starting point, a fair
-comparison); the render budget (``images_per_iteration`` per iteration) is the same for every
-policy, so only *what* gets rendered differs. Each step takes the config, the iteration and
-paths, and returns a small result, so an orchestrator (Prefect) can wrap each one as a task.
+comparison), unless the loop starts from a model (``init_model``, :mod:`flows.warm_start`):
+then a pre-step evaluates that model on real-val (``WORK/init/report``) and the policy's
+decision on it (``WORK/init/decision.json``) gives ``params_0``, and iteration 0 trains from
+it. The render budget (``images_per_iteration`` per iteration) is the same for every policy,
+so only *what* gets rendered differs. Each step takes the config, the iteration and paths, and
+returns a small result, so an orchestrator (Prefect) can wrap each one as a task.
 
 Resume: :func:`run_loop` on the same work directory continues after the last iteration that
 has a history entry; a half-done iteration is redone (a finished shard with the same
@@ -389,8 +392,21 @@ def _rel(cfg: LoopConfig, p: Path) -> str:
 
 
 def iteration_params(cfg: LoopConfig, k: int) -> GenerationParams:
-    """What iteration ``k`` renders: uniform for iteration 0, else iteration ``k - 1``'s decision."""
+    """What iteration ``k`` renders: iteration ``k - 1``'s decision; for iteration 0 the init
+    model's decision (warm start, flows/warm_start.py), else the starting params."""
+    if k == 0 and cfg.init_model is not None:
+        from flows.warm_start import init_params
+
+        return init_params(cfg)
     return starting_params(cfg) if k == 0 else load_decision_params(cfg, k - 1)
+
+
+def previous_model(cfg: LoopConfig, history: LoopHistory) -> Path | None:
+    """The model the next iteration continues from: the last completed iteration's, else the
+    init model (warm start), else None (a new model)."""
+    if history.entries:
+        return history.resolve(history.entries[-1].train["path"])
+    return None if cfg.init_model is None else Path(cfg.init_model).resolve()
 
 
 def loop_shards(history: LoopHistory) -> list[Path]:
@@ -440,8 +456,7 @@ def run_iteration(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRec
     write_params(cfg, k, params)
     renders = render_parts(cfg, k, params)
     new = [r.path for r in renders]
-    init = history.resolve(history.entries[-1].train["path"]) if history.entries else None
-    t = train_step(cfg, k, loop_shards(history) + new, init)
+    t = train_step(cfg, k, loop_shards(history) + new, previous_model(cfg, history))
     e = evaluate_step(cfg, k, t.path, "real-val")
     merged = production_step(cfg, k, e.report, [path for path, _ in t.data])
     p = policy_step(cfg, k, [merged or e.report], params, new)
@@ -456,12 +471,14 @@ def run_loop(cfg: LoopConfig, on_iteration: Callable[[IterationRecord], None] | 
     exception there stops the loop; the iteration stays complete). The work directory's lock
     is held throughout (:mod:`flows.workdir_lock`).
     """
+    from flows.warm_start import ensure_init
     from flows.workdir_lock import hold
 
     cfg = cfg.validate()
     with hold(cfg.work):  # one run per work directory (BusyError for a second one)
         history = LoopHistory.open(cfg)
         prepare_real(cfg)
+        ensure_init(cfg, history)  # warm start: evaluate the init model and decide params_0 first
         while len(history.entries) < cfg.iterations:
             record = run_iteration(cfg, len(history.entries), history)
             history.append(record)

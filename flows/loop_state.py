@@ -31,7 +31,7 @@ HISTORY_FILE = "history.json"
 HISTORY_FORMAT = "synthloop-loop/1"
 SPLITS = ("real-train", "real-val", "real-test")
 # What a loop writes in its work directory (anything else there means it is not a loop's).
-OWN = re.compile(r"^(history\.json|policy\.db.*|real|iter_\d+|\.tmp-.*|\.loop\.lock)$")
+OWN = re.compile(r"^(history\.json|policy\.db.*|real|init|iter_\d+|\.tmp-.*|\.loop\.lock)$")
 # Settings that may change between a run and its resume: how, not what, is computed, plus
 # `production`, a per-run input (the window each iteration of *this* run merges; every
 # iteration records the window it used in its history entry, see docs/production.md).
@@ -73,6 +73,9 @@ class LoopConfig:
     real_sizes: dict[str, int] | None = None  # digits per split; default generator's sizes
     study: str | None = None
     loop_id: str | None = None
+    # warm start: a model directory (`synthloop train`'s model.json + model.pt) the loop improves;
+    # it is evaluated on real-val before iteration 0 renders (flows/warm_start.py). None: cold start
+    init_model: str | None = None
     eval_resamples: int = 200
     # the evaluator's operating point for recall and slices: a few minutes of CPU training gives
     # low scores, and at the evaluator's usual 0.3 recall (and so every slice) would sit near 0
@@ -139,6 +142,10 @@ class LoopConfig:
                               "drop it or set strategy='mixed'")
         if self.objective not in ("map50", "recall", "slice_recall"):
             raise field_error("loop.objective", "must be one of map50, recall, slice_recall", self.objective)
+        if self.init_model is not None:
+            from flows.warm_start import check_init_model
+
+            check_init_model(self.init_model, self.scenario)
 
     @property
     def work(self) -> Path:
@@ -230,6 +237,9 @@ class LoopHistory:
     workdir: Path
     config: dict[str, Any]
     entries: list[IterationRecord] = field(default_factory=list)
+    # a warm start's pre-step (flows/warm_start.py: init model, its report, the first decision);
+    # None for a cold start or before the pre-step finished
+    init: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -249,9 +259,18 @@ class LoopHistory:
         self.entries.append(record)
         self.save()
 
+    def set_init(self, init: dict[str, Any]) -> None:
+        """Record a warm start's finished pre-step (before any iteration) and save."""
+        if self.entries:
+            raise ConfigError(f"history: the init pre-step must come before iteration 0, but "
+                              f"{len(self.entries)} iterations are complete")
+        self.init = init
+        self.save()
+
     def save(self) -> None:
-        atomic.write_json(self.path, {"format": HISTORY_FORMAT, "config": self.config,
-                                      "iterations": [e.to_dict() for e in self.entries]})
+        data = {"format": HISTORY_FORMAT, "config": self.config,
+                "iterations": [e.to_dict() for e in self.entries]}
+        atomic.write_json(self.path, {**data, "init": self.init} if self.init is not None else data)
 
     @classmethod
     def open(cls, cfg: LoopConfig) -> LoopHistory:
@@ -269,8 +288,12 @@ class LoopHistory:
             raise ConfigError(f"loop.workdir: {str(path)!r} is not a readable loop history ({exc}); "
                               "choose another workdir or remove it") from exc
         _check_same_loop(data.get("config") or {}, cfg)
+        if data.get("init") is not None:
+            from flows.warm_start import check_resumed_init
+
+            check_resumed_init(data["init"], cfg)
         new = cfg.to_dict()
-        return cls(work, {**data["config"], **{k: new[k] for k in RESUMABLE}}, entries)
+        return cls(work, {**data["config"], **{k: new[k] for k in RESUMABLE}}, entries, data.get("init"))
 
 
 def _check_same_loop(old: dict[str, Any], cfg: LoopConfig) -> None:

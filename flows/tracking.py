@@ -273,10 +273,12 @@ def iteration_params(work: Path, record: dict[str, Any], config: dict[str, Any])
     k = int(record["iteration"])
     gen = yaml.safe_load((work / record["params"]).read_text(encoding="utf-8")) or {}
     dists = gen.pop("distributions", None) or {}
-    prev = _read_json(work / f"iter_{k - 1}" / "decision.json") if k > 0 else {}
+    warm = k == 0 and bool(config.get("init_model"))  # params_0 came from the init model's decision
+    prev = _read_json(work / (f"iter_{k - 1}" if k > 0 else "init") / "decision.json") if k > 0 or warm else {}
     d = record.get("decision") or {}
+    start = ("init model's decision" if warm else "uniform start") if k == 0 else None
     out: dict[str, Any] = {"iteration": k, "gen.trial": prev.get("trial"),
-           "gen.trial_source": prev.get("trial_source") or ("uniform start" if k == 0 else None),
+           "gen.trial_source": prev.get("trial_source") or start,
            "decision.trial": d.get("trial"), "decision.trial_source": d.get("trial_source"),
            "decision.changed": ",".join(d.get("changed") or []) or "none",
            "render.fingerprint": record["render"]["fingerprint"], "train.init": record["train"].get("init"),

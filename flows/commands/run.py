@@ -22,7 +22,10 @@ OPTIONS = (("workdir", str, "the loop's work directory (default: runs/loop)"),
            ("strategy", str, "synthetic-only | mixed (default: synthetic-only)"),
            ("seed", int, "the loop's seed (default: 0)"),
            ("tracking_uri", str, "MLflow tracking URI (default: sqlite:///runs/mlflow.db)"),
-           ("study", str, "Optuna storage URL (default: WORK/policy.db)"))
+           ("study", str, "Optuna storage URL (default: WORK/policy.db)"),
+           ("init_model", str, "warm start: a model directory (`synthloop train --out`) the loop improves; "
+                               "evaluated on real-val before iteration 0 renders (default: none)"))
+ALIASES = {"init_model": ["--init"]}  # shorter names: --init MODEL
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("--config", help="YAML file of loop settings (any field of flows/settings.py)")
     for name, kind, text in OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
+        p.add_argument(*ALIASES.get(name, []), "--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                       help=text)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting, value parsed as YAML (e.g. --set batch_size=16); repeatable")
     p.set_defaults(func=run)

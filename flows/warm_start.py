@@ -1,0 +1,215 @@
+"""Warm start: a loop that improves an existing model (``LoopConfig.init_model``).
+
+Without ``init_model`` iteration 0 renders uniform params and trains a new model. With it, a
+pre-step runs first (once per loop; "iteration −1")::
+
+    init model ──► evaluate_init ──► WORK/init/report/        the init model on real-val
+                   decide_init   ──► WORK/init/decision.json  the policy's first decision
+                   history.json  "init" block                  the pre-step's resume marker
+
+and iteration 0 renders that decision's params (``params_0`` is steered, not uniform) and
+trains from the init model (``init = init_model``), so iteration 0's ``model.json`` names the
+init model as its parent. The init model is checked up front (:func:`check_init_model`: it
+loads, and its scenario and class list are the loop's) before anything is written; its weights'
+sha256 is recorded, and a resume refuses a model whose weights changed
+(:func:`check_resumed_init`); ``init_model`` itself is part of the loop's identity (not in
+``RESUMABLE``), so a resume with another init model is refused too.
+
+The policy reads the init report with the conditions of the synthetic shards the init model
+was trained on (from its ``model.json``, when they are still on disk with the same
+fingerprint): they tell it which parameter moves which condition. Without any, the decision
+may change nothing (its notes say why) and iteration 0 renders the starting params.
+
+Killed anywhere in the pre-step, a resume redoes it: the evaluation is deterministic (its seed
+is :func:`init_seed`) and the Optuna policy replays the proposal it already made for the same
+report, so the history and fingerprints equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from generator import atomic
+from generator.errors import ConfigError, DataError, ShardError, field_error
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from flows.loop import EvalStep, PolicyStep
+    from flows.loop_state import LoopConfig, LoopHistory
+
+INIT_DIR = "init"
+# the pre-step's seeds: child INIT_KEY of SeedSequence(seed) (iterations use children 0, 1, 2, ...)
+INIT_KEY = 2**31 - 1
+
+
+def init_seed(seed: int) -> int:
+    """The evaluation seed of the pre-step (bootstrap resamples of the init report)."""
+    return int(np.random.SeedSequence(seed, spawn_key=(INIT_KEY,)).generate_state(1)[0])
+
+
+def init_dir(cfg: LoopConfig) -> Path:
+    return cfg.work / INIT_DIR
+
+
+def init_path(cfg: LoopConfig) -> Path | None:
+    """The init model's directory (absolute), or None for a cold start."""
+    return None if cfg.init_model is None else Path(cfg.init_model).resolve()
+
+
+def check_init_model(path: Any, scenario: str) -> dict[str, Any]:
+    """Refuse an init model that does not load or was trained for another scenario or class
+    list (one ConfigError line naming ``loop.init_model``); return its identity
+    ``{"path", "weights_sha256", "fingerprint"}``."""
+    from generator.scenario import load_scenario
+    from generator.shard import sha256_file
+    from trainer.checkpoint import load_checkpoint
+
+    if not isinstance(path, str) or not path:
+        raise field_error("loop.init_model", "must be a model directory path or null", path)
+    fix = "pass a directory written by `synthloop train` (model.json + model.pt) or drop init_model"
+    try:
+        detector, _, meta = load_checkpoint(path)
+        sha = sha256_file(Path(path) / "model.pt")
+    except (ConfigError, OSError) as exc:
+        raise ConfigError(f"loop.init_model: {path!r} does not load ({exc}); {fix}") from None
+    if sha != meta.get("weights_sha256"):
+        raise ConfigError(f"loop.init_model: {path!r} model.pt has sha256 {sha[:12]}…, but its model.json "
+                          f"records {str(meta.get('weights_sha256'))[:12]}…; {fix}")
+    sc = load_scenario(scenario)
+    if meta.get("scenario") not in (None, "", sc.name):
+        raise field_error("loop.init_model", f"must be a model of the loop's scenario {sc.name!r}",
+                          f"{path} (scenario {meta.get('scenario')!r})", "train one for this scenario")
+    if list(detector.classes) != list(sc.classes):
+        raise field_error("loop.init_model", f"must have the scenario's classes {sc.classes}",
+                          f"{path} (classes {detector.classes})", "train one for this scenario")
+    return {"path": str(Path(path).resolve()), "weights_sha256": sha, "fingerprint": meta.get("fingerprint")}
+
+
+def check_resumed_init(recorded: dict[str, Any] | None, cfg: LoopConfig) -> None:
+    """A resumed warm-started loop must start from the same weights it recorded."""
+    from generator.shard import sha256_file
+
+    if recorded is None or cfg.init_model is None:
+        return
+    try:
+        sha = sha256_file(Path(cfg.init_model) / "model.pt")
+    except OSError:
+        sha = "unreadable"
+    if sha != recorded.get("weights_sha256"):
+        raise ConfigError(f"loop.init_model: the work directory {cfg.workdir!r} started from weights sha256 "
+                          f"{str(recorded.get('weights_sha256'))[:12]}…, but {cfg.init_model!r} now has "
+                          f"{sha[:12]}…; restore that model or choose another workdir")
+
+
+def training_conditions(cfg: LoopConfig) -> tuple[pd.DataFrame | None, list[str]]:
+    """The conditions of the synthetic shards the init model trained on (still on disk with
+    their recorded fingerprint), and their paths; ``(None, [])`` when none is left."""
+    import pandas as pd
+
+    from generator.shard import Shard
+
+    path = init_path(cfg)
+    assert path is not None
+    meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+    frames, used = [], []
+    for d in meta.get("data") or []:
+        if d.get("kind") != "synthetic":
+            continue
+        p = Path(str(d.get("path")))
+        try:
+            shard = Shard(p)
+            if shard.fingerprint != d.get("fingerprint"):
+                continue
+            frames.append(shard.conditions())
+        except (OSError, ValueError, DataError, ShardError):
+            continue
+        used.append(str(p.resolve()))
+    return (pd.concat(frames, ignore_index=True) if frames else None), used
+
+
+def evaluate_init(cfg: LoopConfig) -> EvalStep:
+    """Evaluate the init model on real-val into ``WORK/init/report`` (the first policy input)."""
+    from evaluator.evaluate import EvalOptions
+    from evaluator.run import evaluate_model, headline
+    from flows.loop import EvalStep
+
+    model = init_path(cfg)
+    if model is None:
+        raise ConfigError("evaluate_init: the loop has no init_model; nothing to evaluate")
+    opts = EvalOptions(resamples=cfg.eval_resamples, seed=init_seed(cfg.seed), score_threshold=cfg.score_threshold)
+    t0 = time.perf_counter()
+    path, ev = evaluate_model(model, cfg.real_root / "real-val", init_dir(cfg) / "report", opts,
+                              scenario=cfg.scenario, overwrite=True, progress=cfg.progress)
+    h = headline(ev.report)
+    return EvalStep(path, "real-val", h["map50"], h["recall"], h["weakest"], round(time.perf_counter() - t0, 3),
+                    ev.report)
+
+
+def decide_init(cfg: LoopConfig, val_report: dict[str, Any]) -> PolicyStep:
+    """The policy's first decision, from the init report: ``WORK/init/decision.json`` (its
+    params are iteration 0's)."""
+    from flows.loop import PolicyStep, _refuse_held_out, _scenario, make_loop_policy, starting_params
+    from generator.params import GenerationParams, validate_params
+    from policy.base import PolicyInputs
+
+    _refuse_held_out([val_report])
+    sc = _scenario(cfg)
+    t0 = time.perf_counter()
+    conditions, _ = training_conditions(cfg)
+    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, [val_report], starting_params(cfg), conditions))
+    record = decision.to_dict()
+    nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
+    path = init_dir(cfg) / "decision.json"
+    atomic.write_json(path, record)
+    return PolicyStep(path, nxt, record, round(time.perf_counter() - t0, 3))
+
+
+def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep) -> dict[str, Any]:
+    """history.json's ``init`` block (paths relative to the work directory, the model's absolute)."""
+    from flows.loop import _rel
+
+    ident = check_init_model(cfg.init_model, cfg.scenario)
+    d = p.decision
+    _, used = training_conditions(cfg)
+    return {
+        "model": ident["path"], "weights_sha256": ident["weights_sha256"], "fingerprint": ident["fingerprint"],
+        "seed": init_seed(cfg.seed), "conditions_from": [_rel(cfg, Path(u)) for u in used],
+        "evaluate": {"path": _rel(cfg, e.path), "split": e.split, "map50": e.map50, "recall": e.recall,
+                     "weakest": e.weakest, "seconds": e.seconds},
+        "decision": {"path": _rel(cfg, p.path), "policy": d.get("policy"), "trial": d.get("trial"),
+                     "trial_source": d.get("trial_source"), "replayed": d.get("replayed", False),
+                     "slices": [{"condition": s["condition"], "range": s["range"], "side": s.get("side")}
+                                for s in d.get("slices") or []],
+                     "changed": [c.get("parameter") for c in d.get("changes") or []], "seconds": p.seconds},
+    }
+
+
+def init_params(cfg: LoopConfig) -> Any:
+    """Iteration 0's params of a warm-started loop: the init decision's."""
+    from flows.loop import _scenario
+    from generator.params import GenerationParams, validate_params
+
+    path = init_dir(cfg) / "decision.json"
+    try:
+        params = GenerationParams.model_validate(json.loads(path.read_text(encoding="utf-8"))["params"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"loop.workdir: {str(path)!r} must hold the init model's decision with `params` "
+                          f"({exc}); remove history.json to restart the loop or choose another workdir") from exc
+    return validate_params(params, _scenario(cfg))
+
+
+def ensure_init(cfg: LoopConfig, history: LoopHistory) -> dict[str, Any] | None:
+    """Run the pre-step when the loop has an init model and no ``init`` block yet (library
+    driver; the Prefect flow calls the steps as tasks). Returns the block (None: cold start)."""
+    if cfg.init_model is None:
+        return None
+    if history.init is None:
+        e = evaluate_init(cfg)
+        history.set_init(init_record(cfg, e, decide_init(cfg, e.report)))
+    return history.init
