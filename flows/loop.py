@@ -111,7 +111,15 @@ def _scenario(cfg: LoopConfig) -> Scenario:
 
 
 def starting_params(cfg: LoopConfig) -> GenerationParams:
-    """Iteration 0's params: uniform over every range, whatever the policy."""
+    """Iteration 0's params without a warm start: uniform over every range, except that a
+    ``mixture``/``calibrated`` loop with a calibrated base starts from the uniform share + that
+    base (:func:`policy.mixture.initial_params`; without a base it is exactly uniform)."""
+    from policy.registry import WITH_BASE
+
+    if cfg.policy in WITH_BASE and cfg.policy_base:
+        from policy.mixture import initial_params
+
+        return initial_params(_scenario(cfg), _policy_base(cfg))
     return uniform_params(_scenario(cfg))
 
 
@@ -335,14 +343,22 @@ def _refuse_held_out(reports: list[dict[str, Any]]) -> None:
 
 def make_loop_policy(cfg: LoopConfig) -> Any:
     """The policy object for ``cfg`` (Optuna study ``cfg.study_url`` / ``cfg.study_name``)."""
-    from policy.registry import make_policy
+    from policy.registry import STEERED, WITH_BASE, make_policy
 
-    if cfg.policy != "optuna":
-        return make_policy(cfg.policy)
+    base = _policy_base(cfg) if cfg.policy in WITH_BASE else None
+    if cfg.policy not in STEERED:
+        return make_policy(cfg.policy, base=base)
     from policy.optuna_policy import OptunaConfig
 
-    return make_policy("optuna", study=cfg.study_url, loop_id=cfg.study_name,
-                       config=OptunaConfig(seed=cfg.seed, objective=cfg.objective))
+    return make_policy(cfg.policy, study=cfg.study_url, loop_id=cfg.study_name,
+                       config=OptunaConfig(seed=cfg.seed, objective=cfg.objective), base=base)
+
+
+def _policy_base(cfg: LoopConfig) -> GenerationParams | None:
+    """The calibrated base of a ``mixture``/``calibrated`` loop (``cfg.policy_base``), or None."""
+    from policy.mixture import load_base
+
+    return load_base(cfg.policy_base, _scenario(cfg)) if cfg.policy_base else None
 
 
 def policy_step(cfg: LoopConfig, k: int, reports: list[dict[str, Any]], params: GenerationParams,

@@ -122,9 +122,12 @@ class LoopConfig:
         if self.policy_base is not None:
             if not isinstance(self.policy_base, str) or not self.policy_base:
                 raise field_error("loop.policy_base", "must be a params file path or null", self.policy_base)
-            if self.policy != "mixture":
-                raise field_error("loop.policy_base", "applies to policy 'mixture' only", self.policy_base,
-                                  "drop it or set policy='mixture'")
+            if self.policy not in ("mixture", "calibrated"):
+                raise field_error("loop.policy_base", "applies to policies 'mixture' and 'calibrated' only",
+                                  self.policy_base, "drop it or set policy='mixture'")
+        elif self.policy == "calibrated":
+            raise field_error("loop.policy_base", "policy 'calibrated' needs the calibrated params file",
+                              self.policy_base, "pass the params `synthloop calibrate` wrote")
         return self
 
     def _check_choices(self) -> None:

@@ -318,12 +318,20 @@ def _bench() -> Any:
     return mod
 
 
-def test_images_to_reach_interpolates_from_the_origin() -> None:
+def test_images_to_reach_interpolates_from_the_warm_start() -> None:
     b = _bench()
-    assert b.images_to_reach([300, 600, 900], [0.2, 0.4, 0.5], 0.3) == pytest.approx(450)
-    assert b.images_to_reach([300, 600], [0.2, 0.4], 0.1) == pytest.approx(150)
-    assert b.images_to_reach([300, 600], [0.2, 0.4], 0.45) is None
-    assert b.images_to_reach([300, 600], [0.0, 0.0], 0.0) is None
+    assert b.images_to_reach([0, 300, 600, 900], [0.1, 0.2, 0.4, 0.5], 0.3) == pytest.approx(450)
+    assert b.images_to_reach([0, 300, 600], [0.1, 0.2, 0.4], 0.15) == pytest.approx(150)
+    assert b.images_to_reach([0, 300, 600], [0.5, 0.2, 0.4], 0.3) == 0  # the warm start is already there
+    assert b.images_to_reach([0, 300, 600], [0.1, 0.2, 0.4], 0.45) is None
+
+
+def test_paired_differences_and_their_bootstrap_ci() -> None:
+    b = _bench()
+    d = b.paired([0.5, 0.6, 0.7, None], [0.4, 0.55, 0.6, 0.3])
+    assert d["n"] == 3 and d["per_seed"] == [10.0, 5.0, 10.0] and d["mean"] == pytest.approx(25 / 3)
+    assert 5.0 - 1e-9 <= d["ci"][0] <= d["mean"] <= d["ci"][1] <= 10.0 + 1e-9
+    assert b.paired([None], [0.1])["mean"] is None
 
 
 def test_worst_slice_ignores_slices_below_min_support() -> None:
@@ -338,22 +346,37 @@ def test_worst_slice_ignores_slices_below_min_support() -> None:
 
 
 @pytest.mark.slow
-def test_benchmark_smoke_writes_json_plot_and_table(tmp_path: Path, real: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Arms U, C, L from the committed base model, synthetic-only and hybrid, an extra eval set:
+    every column of the JSON and the table is there (tiny sizes, fake renderer: numbers mean nothing)."""
+    from flows.base_model import base_model_path
+    from generator.params import Distribution, GenerationParams
+
     b = _bench()
     work = tmp_path / "bench"
     shutil.copytree(real, work / "real")
-    assert b.main(["--preset", "smoke", "--work", str(work), "--plot", str(tmp_path / "p.png"),
-                   "--iterations", "1"]) == 0
+    calib = tmp_path / "calib.yaml"
+    GenerationParams(scenario="digits", uniform_share=0.1, distributions={
+        "light.intensity": Distribution(kind="truncnormal", center=3.0, width=1.0)}).save(calib)
+    assert b.main(["--preset", "smoke", "--work", str(work), "--plot", str(tmp_path / "p.png"), "--calibration",
+                   str(calib), "--eval", f"val={work / 'real' / 'real-val'}"]) == 0
     result = json.loads((work / "loop_vs_uniform.json").read_text())
-    assert {(r["policy"], r["iteration"]) for r in result["rows"]} == {("uniform", 0), ("optuna", 0)}
-    assert all(r["images"] == 6 and r["worst_slice"] is not None for r in result["rows"])
-    reused = {r["policy"]: r["reused"] for r in result["rows"]}  # iteration 0 computed once per seed
-    assert reused == {"uniform": {"shard": False, "model": False}, "optuna": {"shard": True, "model": True}}
-    assert len({r["map50"] for r in result["rows"]}) == 1  # same iteration 0, same real-test score
-    for r in result["rows"]:  # real-test scored with final_report, beside the loop's real-val report
-        rep = json.loads(Path(r["report_test"]).read_text())
-        assert rep["final_report"] and rep["data"]["split"] == "real-test"
+    assert {(r["arm"], r["seed"]) for r in result["rows"]} == {(a, s) for a in "UCL" for s in (0, 1)}
+    assert result["base_model"] == str(base_model_path("digits")) and result["calibration"] == str(calib)
+    for r in result["rows"]:
+        assert [c["images"] for c in r["curve"]] == [0, 6, 12]  # warm start, then 2 rounds
+        for kind in ("synthetic", "hybrid"):
+            assert set(r[kind]) == {"real-test", "val"} and Path(r["models"][kind], "model.json").is_file()
+            assert r[kind]["real-test"]["map50"] is not None
+        hybrid = json.loads(Path(r["models"]["hybrid"], "model.json").read_text())
+        assert hybrid["init"]["path"] == r["models"]["synthetic"]  # fine-tuned from the arm's final model
+    first = {arm: (work / arm / "seed0" / "iter_0" / "params.yaml").read_text() for arm in "UCL"}
+    assert "light.intensity" in first["C"] and "light.intensity" not in first["U"]
+    assert {m["kind"] for m in result["models"]} == {"synthetic", "hybrid"} and len(result["models"]) == 12
+    cmp = result["comparisons"]
+    for key in ("L-U synthetic real-test map50", "C-U hybrid real-test worst_recall", "L-U hybrid val map50"):
+        assert cmp[key]["n"] == 2 and len(cmp[key]["ci"]) == 2
+    assert len(cmp["sample_efficiency_per_seed"]) == 2 and len(cmp["targets"]) == 4
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
-    assert "| uniform | 0 | 6 |" in out and "Worst-slice recall at equal budget" in out
+    assert "| L − U |" in out and "| C (calibrated) |" in out and "Sample efficiency" in out

@@ -276,7 +276,7 @@ def test_base_must_be_plain_and_modes_do_not_share_a_study(tmp_path, sc, shard):
     rep = make_report(sc, [weak_slice(sc, "object_size", 0.5, 2.0)])
     with pytest.raises(ConfigError, match="policy base: must be a plain params file"):
         _propose(tmp_path / "a.db", sc, rep, shard, base=_mix())
-    with pytest.raises(ConfigError, match="only the mixture policy takes a calibrated base"):
+    with pytest.raises(ConfigError, match="only the mixture and calibrated policies take a calibrated base"):
         make_policy("optuna", study=tmp_path / "b.db", loop_id="x", base=_base(sc))
     make_policy("optuna", study=tmp_path / "c.db", loop_id="mix").propose(PolicyInputs(sc, [rep], None, shard))
     with pytest.raises(ConfigError, match="made by the 'move' policy mode"):
