@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "policy": "policy",
+    "calibrate": "calibrate",
     "production": "production",
     "monitor": "monitor",
     "validate": "validate",
