@@ -5,6 +5,8 @@
       open the loop's MLflow parent run         found again on a resume
       with settings.init_model (warm start, once per loop; flows/warm_start.py):
         evaluate    init/report                 the init model on real-val
+        probe       init/probe                  only when the init model's training shards are
+                                                gone: synthetic conditions for the policy
         decide      init/decision.json          params_0, steered by the init report
         track       MLflow child run "init"     its metrics (step -1), report, decision and the
                                                 init model as a registered version (the bar
@@ -120,9 +122,14 @@ def evaluate_init(cfg: LoopConfig) -> loop.EvalStep:
     return warm_start.evaluate_init(cfg)
 
 
+@task(name="render-probe", cache_policy=NO_CACHE, **IO_RETRY)
+def render_probe(cfg: LoopConfig) -> Path:
+    return warm_start.probe_step(cfg)
+
+
 @task(name="policy-init", cache_policy=NO_CACHE, **IO_RETRY)
-def decide_init(cfg: LoopConfig, report: dict[str, Any]) -> loop.PolicyStep:
-    return warm_start.decide_init(cfg, report)
+def decide_init(cfg: LoopConfig, report: dict[str, Any], shards: list[Path]) -> loop.PolicyStep:
+    return warm_start.decide_init(cfg, report, shards)
 
 
 @task(name="track-init", cache_policy=NO_CACHE, **IO_RETRY)
@@ -140,7 +147,10 @@ def pre_step(t: tracking.Tracking, parent: str, cfg: LoopConfig, history: LoopHi
         return None
     if history.init is None:
         e = evaluate_init(cfg)
-        history.set_init(warm_start.init_record(cfg, e, decide_init(cfg, e.report)))
+        # the init model's training shards give the policy its conditions; else a probe shard,
+        # rendered in a worker process like every render (one GL context per process)
+        shards = warm_start.condition_shards(cfg) or [render_probe.submit(cfg).result()]
+        history.set_init(warm_start.init_record(cfg, e, decide_init(cfg, e.report, shards), shards))
     assert history.init is not None
     return track_init(t, parent, cfg, history.init, flow_run_id)
 

@@ -84,9 +84,9 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 def init_params(init: dict[str, Any]) -> dict[str, str]:
     """The init run's params, all from history.json's ``init`` block."""
-    d = init.get("decision") or {}
+    d, seeds = init.get("decision") or {}, init.get("seeds") or {}
     return flatten({"iteration": INIT_STEP, "init.path": init["model"], "init.weights_sha256": init["weights_sha256"],
-                    "init.fingerprint": init.get("fingerprint"), "seed.evaluate": init.get("seed"),
+                    "init.fingerprint": init.get("fingerprint"), "seed.evaluate": seeds.get("evaluate"),
                     "decision.trial": d.get("trial"), "decision.trial_source": d.get("trial_source"),
                     "decision.changed": ",".join(d.get("changed") or []) or "none"})
 

@@ -15,10 +15,12 @@ sha256 is recorded, and a resume refuses a model whose weights changed
 (:func:`check_resumed_init`); ``init_model`` itself is part of the loop's identity (not in
 ``RESUMABLE``), so a resume with another init model is refused too.
 
-The policy reads the init report with the conditions of the synthetic shards the init model
-was trained on (from its ``model.json``, when they are still on disk with the same
-fingerprint): they tell it which parameter moves which condition. Without any, the decision
-may change nothing (its notes say why) and iteration 0 renders the starting params.
+The policy reads the init report with synthetic conditions, which tell it which parameter
+moves which condition: those of the shards the init model was trained on (from its
+``model.json``, when they are still on disk with the same fingerprint), else those of a probe
+shard rendered for that purpose (``WORK/init/probe``: ``images_per_iteration`` images of the
+starting params, render seed :func:`init_seeds` ``["render"]``; never trained on). A shipped
+base model's training shard is usually not on disk, hence the probe.
 
 Killed anywhere in the pre-step, a resume redoes it: the evaluation is deterministic (its seed
 is :func:`init_seed`) and the Optuna policy replays the proposal it already made for the same
@@ -44,13 +46,20 @@ if TYPE_CHECKING:
     from flows.loop_state import LoopConfig, LoopHistory
 
 INIT_DIR = "init"
+PROBE = "probe"  # WORK/init/probe: the conditions shard when the init model's own are gone
 # the pre-step's seeds: child INIT_KEY of SeedSequence(seed) (iterations use children 0, 1, 2, ...)
 INIT_KEY = 2**31 - 1
 
 
+def init_seeds(seed: int) -> dict[str, int]:
+    """The pre-step's seeds: evaluation (bootstrap resamples of the init report) and the probe's render."""
+    evaluate, render = (int(x) for x in np.random.SeedSequence(seed, spawn_key=(INIT_KEY,)).generate_state(2))
+    return {"evaluate": evaluate, "render": render}
+
+
 def init_seed(seed: int) -> int:
-    """The evaluation seed of the pre-step (bootstrap resamples of the init report)."""
-    return int(np.random.SeedSequence(seed, spawn_key=(INIT_KEY,)).generate_state(1)[0])
+    """The evaluation seed of the pre-step."""
+    return init_seeds(seed)["evaluate"]
 
 
 def init_dir(cfg: LoopConfig) -> Path:
@@ -107,30 +116,51 @@ def check_resumed_init(recorded: dict[str, Any] | None, cfg: LoopConfig) -> None
                           f"{sha[:12]}…; restore that model or choose another workdir")
 
 
-def training_conditions(cfg: LoopConfig) -> tuple[pd.DataFrame | None, list[str]]:
-    """The conditions of the synthetic shards the init model trained on (still on disk with
-    their recorded fingerprint), and their paths; ``(None, [])`` when none is left."""
-    import pandas as pd
-
+def condition_shards(cfg: LoopConfig) -> list[Path]:
+    """The synthetic shards the init model trained on that are still on disk with their
+    recorded fingerprint (absolute paths; [] when none is left)."""
     from generator.shard import Shard
 
     path = init_path(cfg)
     assert path is not None
     meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
-    frames, used = [], []
+    used = []
     for d in meta.get("data") or []:
-        if d.get("kind") != "synthetic":
+        if d.get("kind") != "synthetic" or not d.get("path"):
             continue
-        p = Path(str(d.get("path")))
+        p = Path(str(d["path"]))
         try:
-            shard = Shard(p)
-            if shard.fingerprint != d.get("fingerprint"):
-                continue
-            frames.append(shard.conditions())
+            if Shard(p).fingerprint == d.get("fingerprint"):
+                used.append(p.resolve())
         except (OSError, ValueError, DataError, ShardError):
             continue
-        used.append(str(p.resolve()))
-    return (pd.concat(frames, ignore_index=True) if frames else None), used
+    return used
+
+
+def probe_job(cfg: LoopConfig) -> Any:
+    """The probe shard's RenderJob: ``images_per_iteration`` images of the starting params."""
+    from flows.loop import _scenario, starting_params
+    from generator.pipeline import RenderJob
+
+    sc = _scenario(cfg)
+    return RenderJob(sc, starting_params(cfg), n=cfg.images_per_iteration, seed=init_seeds(cfg.seed)["render"],
+                     width=cfg.width or sc.spec.image.width, height=cfg.height or sc.spec.image.height,
+                     backend=cfg.backend)
+
+
+def probe_step(cfg: LoopConfig) -> Path:
+    """Render (or reuse, same fingerprint) ``WORK/init/probe``; its path."""
+    from generator.pipeline import render_shard
+
+    return Path(render_shard(probe_job(cfg), init_dir(cfg) / PROBE, workers=cfg.render_workers, reuse=True).path)
+
+
+def shards_conditions(shards: list[Path]) -> pd.DataFrame | None:
+    import pandas as pd
+
+    from generator.shard import Shard
+
+    return pd.concat([Shard(s).conditions() for s in shards], ignore_index=True) if shards else None
 
 
 def evaluate_init(cfg: LoopConfig) -> EvalStep:
@@ -151,9 +181,10 @@ def evaluate_init(cfg: LoopConfig) -> EvalStep:
                     ev.report)
 
 
-def decide_init(cfg: LoopConfig, val_report: dict[str, Any]) -> PolicyStep:
-    """The policy's first decision, from the init report: ``WORK/init/decision.json`` (its
-    params are iteration 0's)."""
+def decide_init(cfg: LoopConfig, val_report: dict[str, Any], shards: list[Path]) -> PolicyStep:
+    """The policy's first decision, from the init report and the conditions of ``shards``
+    (:func:`condition_shards`, else the probe): ``WORK/init/decision.json`` (its params are
+    iteration 0's)."""
     from flows.loop import PolicyStep, _refuse_held_out, _scenario, make_loop_policy, starting_params
     from generator.params import GenerationParams, validate_params
     from policy.base import PolicyInputs
@@ -161,7 +192,7 @@ def decide_init(cfg: LoopConfig, val_report: dict[str, Any]) -> PolicyStep:
     _refuse_held_out([val_report])
     sc = _scenario(cfg)
     t0 = time.perf_counter()
-    conditions, _ = training_conditions(cfg)
+    conditions = shards_conditions(shards)
     decision = make_loop_policy(cfg).propose(PolicyInputs(sc, [val_report], starting_params(cfg), conditions))
     record = decision.to_dict()
     nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
@@ -170,16 +201,15 @@ def decide_init(cfg: LoopConfig, val_report: dict[str, Any]) -> PolicyStep:
     return PolicyStep(path, nxt, record, round(time.perf_counter() - t0, 3))
 
 
-def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep) -> dict[str, Any]:
+def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep, shards: list[Path]) -> dict[str, Any]:
     """history.json's ``init`` block (paths relative to the work directory, the model's absolute)."""
     from flows.loop import _rel
 
     ident = check_init_model(cfg.init_model, cfg.scenario)
     d = p.decision
-    _, used = training_conditions(cfg)
     return {
         "model": ident["path"], "weights_sha256": ident["weights_sha256"], "fingerprint": ident["fingerprint"],
-        "seed": init_seed(cfg.seed), "conditions_from": [_rel(cfg, Path(u)) for u in used],
+        "seeds": init_seeds(cfg.seed), "conditions_from": [_rel(cfg, Path(u)) for u in shards],
         "evaluate": {"path": _rel(cfg, e.path), "split": e.split, "map50": e.map50, "recall": e.recall,
                      "weakest": e.weakest, "seconds": e.seconds},
         "decision": {"path": _rel(cfg, p.path), "policy": d.get("policy"), "trial": d.get("trial"),
@@ -211,5 +241,6 @@ def ensure_init(cfg: LoopConfig, history: LoopHistory) -> dict[str, Any] | None:
         return None
     if history.init is None:
         e = evaluate_init(cfg)
-        history.set_init(init_record(cfg, e, decide_init(cfg, e.report)))
+        shards = condition_shards(cfg) or [probe_step(cfg)]
+        history.set_init(init_record(cfg, e, decide_init(cfg, e.report, shards), shards))
     return history.init

@@ -206,6 +206,27 @@ def test_warm_loop_evaluates_first_and_continues_from_the_init_model(
     assert "init" not in cold and cold["config"]["init_model"] is None  # a cold loop: as before
 
 
+@pytest.mark.slow
+def test_without_its_training_shards_the_init_model_gets_a_probe_shard(
+        tmp_path: Path, real: Path, init_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import warm_start
+    from generator.shard import Shard
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(loop, "make_loop_policy", lambda cfg: SteeringPolicy(seen))
+    data = json.loads((init_model / "model.json").read_text())["data"]
+    model = _copy_model(init_model, tmp_path / "m", data=[{**d, "path": str(tmp_path / "gone")} for d in data])
+    cfg = tiny(tmp_path / "w", real, iterations=1, init_model=str(model))
+    loop.run_loop(cfg)
+    history = json.loads((cfg.work / "history.json").read_text())
+    assert history["init"]["conditions_from"] == ["init/probe"]
+    probe = Shard(cfg.work / "init/probe")
+    assert probe.fingerprint == warm_start.probe_job(cfg).fingerprint() and len(probe.coco["images"]) == 4
+    assert seen[0]["rows"] == len(probe.conditions()) > 0
+    assert history["iterations"][0]["train"]["data"] == ["iter_0/shard-0:1.0"]  # the probe is not trained on
+    assert yaml.safe_load((cfg.work / "iter_0/params.yaml").read_text()) != UNIFORM
+
+
 KILL = r"""
 import json, os, signal, sys
 from flows import loop, warm_start
@@ -326,14 +347,17 @@ def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(prefect: None, tmp_p
     from flows.closed_loop import closed_loop
     from flows.settings import LoopSettings
 
-    s = LoopSettings.build({**asdict(tiny(tmp_path / "loop", real, iterations=1, init_model=str(init_model))),
+    data = json.loads((init_model / "model.json").read_text())["data"]  # its shard gone: the flow renders a probe
+    model = _copy_model(init_model, tmp_path / "m", data=[{**d, "path": str(tmp_path / "gone")} for d in data])
+    s = LoopSettings.build({**asdict(tiny(tmp_path / "loop", real, iterations=1, init_model=str(model))),
                             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "warm-flow",
                             "model_name": "warm-flow"})
     rows = closed_loop(s)
     assert [r["iteration"] for r in rows] == [0]
     work = Path(s.workdir)
-    data = json.loads((work / "history.json").read_text())
-    assert data["init"]["weights_sha256"] == weights_sha(init_model)
+    history = json.loads((work / "history.json").read_text())
+    assert history["init"]["weights_sha256"] == weights_sha(init_model)
+    assert history["init"]["conditions_from"] == ["init/probe"] and (work / "init/probe/manifest.json").is_file()
     assert (work / "init/report/report.json").is_file() and (work / "init/decision.json").is_file()
     assert yaml.safe_load((work / "iter_0/params.yaml").read_text()) == \
         json.loads((work / "init/decision.json").read_text())["params"]
