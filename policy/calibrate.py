@@ -257,7 +257,7 @@ def _report(scenario: Scenario, real_set: RealSet, objective: Objective, blocks:
         "seed": opts.seed, "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
         "image_size": [opts.width or scenario.spec.image.width, opts.height or scenario.spec.image.height],
         "distance": {"before": d_before.total, "after": d_after.total, "search_start": search.trials[0].distance,
-                     "search_best": best.distance},
+                     "search_best": best.distance, "improved": d_after.total < d_before.total},
         "conditions": conditions,
         "blocks": [{"condition": b.condition.name, "parameters": b.parameters, "effects": b.effects} for b in blocks],
         "trials_run": len(search.trials), "best_trial": best.number,

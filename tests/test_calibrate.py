@@ -254,6 +254,7 @@ def test_planted_target_is_recovered(tmp_path: Path) -> None:
         print(f"{cond}: distance {rep['conditions'][cond]['distance']}; {name} centre error {errors[name]} range units")
     print(f"mean distance {rep['distance']}, {rep['seconds']} s")
     assert rep["distance"]["after"] < 0.5 * rep["distance"]["before"], rep["distance"]
+    assert rep["distance"]["improved"]
     for name, (_, cond) in PLANTED.items():
         assert abs(errors[name]) < 0.2, errors
         c = rep["conditions"][cond]["distance"]
@@ -274,3 +275,17 @@ def test_same_seed_same_result(tmp_path: Path) -> None:
     first = run(0)
     assert run(0) == first
     assert run(1)[1] != first[1]
+
+
+def test_start_params_are_kept_where_not_fitted(tmp_path: Path) -> None:
+    """--params START: parameters calibration does not fit keep their start distribution; the
+    result carries the requested uniform share and is plain (fake backend)."""
+    frames = _frames(tmp_path / "frames", 10, 120)
+    s = load_scenario("digits")
+    start = GenerationParams(scenario="digits", uniform_share=0.5,
+                             distributions={"digit.class": Distribution(kind="fixed", value="7")})
+    opts = CalibrationOptions(trials=3, images_per_trial=6, width=32, height=32, backend="fake", uniform_share=0.2)
+    result = calibrate(s, frames, start, opts)
+    assert result.params.distributions["digit.class"] == start.distributions["digit.class"]
+    assert result.params.uniform_share == 0.2 and not result.params.is_mixture
+    assert result.report["params"]["before"]["distributions"] == start.to_dict()["distributions"]
