@@ -375,3 +375,46 @@ def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(prefect: None, tmp_p
     assert [run for _, run in before[1]] == [kinds["init"][0], kinds["iteration"][0]]  # init model, then iter 0
     closed_loop(s)  # a second run: nothing to do, nothing logged twice
     assert state() == before
+
+
+FLOW_KILL = r"""
+import json, os, signal, sys
+from flows import tracking_init
+from flows.closed_loop import closed_loop
+from flows.settings import LoopSettings
+
+def die(*a, **k):
+    os.killpg(0, signal.SIGKILL)  # the flow and its temporary Prefect server, like a machine loss
+
+tracking_init.log_model = die  # killed inside track-init: the init run exists, RUNNING, no model version
+closed_loop(LoopSettings.build(json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_flow_killed_in_the_pre_step_resumes_to_the_library_loops_history(
+        prefect: None, tmp_path: Path, warm: LoopConfig, init_model: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.closed_loop import closed_loop
+    from flows.settings import LoopSettings
+
+    settings = {**asdict(warm), "workdir": str(tmp_path / "loop"), "experiment": "warm-kill", "model_name": "warm-kill",
+                "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", FLOW_KILL, json.dumps(settings)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    c = MlflowClient(tracking_uri=settings["tracking_uri"])
+    exp = c.get_experiment_by_name("warm-kill")
+    killed = {r.data.tags.get("synthloop.kind"): r.info.status for r in c.search_runs([exp.experiment_id])}
+    assert killed == {"loop": "RUNNING", "init": "RUNNING"} and not c.search_model_versions("name='warm-kill'")
+    closed_loop(LoopSettings.build(settings))
+    assert _comparable(Path(settings["workdir"])) == _comparable(warm.work)  # the flow computes what the library does
+    runs = c.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("synthloop.kind") != "loop"]
+    assert sorted(str(r.data.tags.get("synthloop.iteration")) for r in children) == ["-1", "0", "1"]
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    versions = sorted(c.search_model_versions("name='warm-kill'"), key=lambda v: int(v.version))
+    assert [v.tags["synthloop.iteration"] for v in versions] == ["-1", "0", "1"]
