@@ -290,4 +290,5 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
         tracking.close_run(t, parent, "FAILED")  # a resume reopens it
         raise
     tracking.close_run(t, parent)
-    return [publish.summary_row(e) for e in history.entries]
+    first = [publish.init_row(history.init)] if history.init is not None else []  # warm start: the bar
+    return first + [publish.summary_row(e) for e in history.entries]

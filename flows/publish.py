@@ -19,7 +19,7 @@ from uuid import UUID
 
 from flows.loop_state import IterationRecord, LoopConfig
 
-__all__ = ["change_rows", "iteration_artifacts", "iteration_markdown", "loop_progress", "summary_row",
+__all__ = ["change_rows", "init_row", "iteration_artifacts", "iteration_markdown", "loop_progress", "summary_row",
            "update_progress"]
 
 
@@ -45,6 +45,14 @@ def summary_row(record: IterationRecord) -> dict[str, Any]:
     return {"iteration": record.iteration, "images_rendered": record.images_rendered,
             "real_val_map50": ev.get("map50"), "real_val_recall": ev.get("recall"), "weakest": ev.get("weakest"),
             "changed": list(d.get("changed") or []), "trial": d.get("trial"), "seconds": record.seconds}
+
+
+def init_row(init: dict[str, Any]) -> dict[str, Any]:
+    """The final table's first row for a warm start: the init model (history.json's ``init``)."""
+    ev, d = init.get("evaluate") or {}, init.get("decision") or {}
+    return {"iteration": "init", "images_rendered": 0, "real_val_map50": ev.get("map50"),
+            "real_val_recall": ev.get("recall"), "weakest": ev.get("weakest"),
+            "changed": list(d.get("changed") or []), "trial": d.get("trial"), "seconds": ev.get("seconds", 0.0)}
 
 
 def change_rows(cfg: LoopConfig, record: IterationRecord) -> list[dict[str, Any]]:

@@ -340,11 +340,12 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.slow
-def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(prefect: None, tmp_path: Path, real: Path,
-                                                            init_model: Path) -> None:
+def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(
+        prefect: None, tmp_path: Path, real: Path, init_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlflow import MlflowClient
 
     from flows.closed_loop import closed_loop
+    from flows.commands.run import print_table, verdict
     from flows.settings import LoopSettings
 
     data = json.loads((init_model / "model.json").read_text())["data"]  # its shard gone: the flow renders a probe
@@ -353,7 +354,13 @@ def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(prefect: None, tmp_p
                             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "warm-flow",
                             "model_name": "warm-flow"})
     rows = closed_loop(s)
-    assert [r["iteration"] for r in rows] == [0]
+    assert [r["iteration"] for r in rows] == ["init", 0]  # the init model first: the bar of the final table
+    init_map50 = json.loads((Path(s.workdir) / "history.json").read_text())["init"]["evaluate"]["map50"]
+    assert rows[0]["real_val_map50"] == init_map50
+    print_table(rows)
+    assert "| init | 0 |" in capsys.readouterr().out
+    assert "(the init model)" in verdict([rows[0], {**rows[1], "real_val_map50": 2.0}])
+    assert "did NOT improve: 1.000 at the init model" in verdict([{**rows[0], "real_val_map50": 1.0}, rows[1]])
     work = Path(s.workdir)
     history = json.loads((work / "history.json").read_text())
     assert history["init"]["weights_sha256"] == weights_sha(init_model)

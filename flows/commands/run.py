@@ -70,9 +70,12 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     if len(vals) < 2:
         return "one iteration only: nothing to compare yet."
     first, last, best = vals[0], vals[-1], max(vals)
+    warm = rows[0]["iteration"] == "init"  # a warm start's first row: the init model, the bar to beat
+    start = "the init model" if warm else "iteration 0"
     if last > first:
-        return f"real-val mAP@0.5 went from {first:.3f} to {last:.3f} (best {best:.3f})."
-    return f"real-val mAP@0.5 did NOT improve: {first:.3f} at iteration 0, {last:.3f} at the end."
+        return f"real-val mAP@0.5 went from {first:.3f}{' (the init model)' if warm else ''} to {last:.3f} " \
+               f"(best {best:.3f})."
+    return f"real-val mAP@0.5 did NOT improve: {first:.3f} at {start}, {last:.3f} at the end."
 
 
 def print_plan(settings: Any, cfg: Any) -> None:
