@@ -70,7 +70,8 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     if len(vals) < 2:
         return "one iteration only: nothing to compare yet."
     first, last, best = vals[0], vals[-1], max(vals)
-    warm = rows[0]["iteration"] == "init"  # a warm start's first row: the init model, the bar to beat
+    # a warm start's first row is the init model (the bar to beat), when it has a number
+    warm = next(r["iteration"] for r in rows if r["real_val_map50"] is not None) == "init"
     start = "the init model" if warm else "iteration 0"
     if last > first:
         return f"real-val mAP@0.5 went from {first:.3f}{' (the init model)' if warm else ''} to {last:.3f} " \
