@@ -70,6 +70,16 @@ def completed_iterations(cfg: LoopConfig) -> int:
         return 0
 
 
+def pre_step_pending(cfg: LoopConfig) -> bool:
+    """A warm start whose pre-step (flows/warm_start.py: evaluate the init model) has not run yet."""
+    if cfg.init_model is None:
+        return False
+    try:
+        return json.loads((cfg.work / HISTORY_FILE).read_text(encoding="utf-8")).get("init") is None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return True
+
+
 def _real_val_images(cfg: LoopConfig) -> int:
     try:
         manifest = json.loads((cfg.real_root / "real-val" / "manifest.json").read_text(encoding="utf-8"))
@@ -97,6 +107,7 @@ class RunPlan:
     render_img_s: float  # the iteration's render rate (parallel shards and workers, image size)
     load: float = 0.0  # the machine's 1-minute load average before the run (other jobs)
     rates: Rates = MEASURED
+    warm: bool = False  # a warm start's pre-step comes first: the init model evaluated on real-val
 
     @property
     def todo(self) -> int:
@@ -117,7 +128,8 @@ class RunPlan:
         resume = f" (resuming: {self.done} of {self.iterations} done)" if self.done else ""
         what = (f"plan: {_n(self.todo, 'iteration')}{resume} × {self.images} images ({_n(self.shards, 'shard')}), "
                 f"{self.steps} training steps × {self.batch_size} images each, evaluated on {self.eval_images} "
-                f"real-val images" + ("; builds the real set first" if self.build_real else ""))
+                f"real-val images" + ("; builds the real set first" if self.build_real else "")
+                + ("; evaluates the init model on real-val first (warm start)" if self.warm else ""))
         r, where = self.rates, _n(self.cores, "CPU core")
         scale = self.cores / r.cores
         basis = f"measured on a quiet {r.cores}-core machine" + ("" if scale == 1 else f", scaled to {where}")
@@ -174,8 +186,10 @@ def plan_run(cfg: LoopConfig, *, iterations: int | None = None, cores: int | Non
                      + cfg.steps_per_iteration * cfg.batch_size / (rates.train_img_s * scale)
                      + eval_images / (rates.evaluate_img_s * scale)
                      + rates.iteration_s)
-    seconds = rates.startup_s + (rates.real_set_s / scale if build_real else 0.0) + todo * per_iteration
+    warm = pre_step_pending(cfg)
+    seconds = (rates.startup_s + (rates.real_set_s / scale if build_real else 0.0) + todo * per_iteration
+               + (eval_images / (rates.evaluate_img_s * scale) if warm else 0.0))
     return RunPlan(iterations=target, done=done, images=cfg.images_per_iteration, shards=shards,
                    steps=cfg.steps_per_iteration, batch_size=cfg.batch_size, eval_images=eval_images,
                    build_real=build_real, seconds=seconds if todo else rates.startup_s, cores=cores,
-                   cuda=cuda, render_img_s=render_rate, load=load, rates=rates)
+                   cuda=cuda, render_img_s=render_rate, load=load, rates=rates, warm=warm)

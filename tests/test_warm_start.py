@@ -425,3 +425,17 @@ def test_flow_killed_in_the_pre_step_resumes_to_the_library_loops_history(
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     versions = sorted(c.search_model_versions("name='warm-kill'"), key=lambda v: int(v.version))
     assert [v.tags["synthloop.iteration"] for v in versions] == ["-1", "0", "1"]
+
+
+def test_run_plan_counts_the_pre_step_until_it_is_done(tmp_path: Path, real: Path) -> None:
+    from flows.plan import plan_run
+
+    cold = plan_run(tiny(tmp_path / "w", real), cores=2, load=0.0)
+    cfg = tiny(tmp_path / "w", real, init_model=str(tmp_path / "m"))
+    warm = plan_run(cfg, cores=2, load=0.0)
+    assert warm.warm and not cold.warm and warm.seconds > cold.seconds
+    assert "; evaluates the init model on real-val first (warm start)" in warm.lines()[0]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.pt").write_bytes(b"w")
+    LoopHistory.open(cfg).set_init({"model": str(tmp_path / "m"), "weights_sha256": "0"})
+    assert not plan_run(cfg, cores=2, load=0.0).warm  # a resume does not redo it
