@@ -125,6 +125,7 @@ class LoopConfig:
             if self.policy not in ("mixture", "calibrated"):
                 raise field_error("loop.policy_base", "applies to policies 'mixture' and 'calibrated' only",
                                   self.policy_base, "drop it or set policy='mixture'")
+            _check_policy_base(self.policy_base, self.scenario)  # the file itself, before anything is written
         elif self.policy == "calibrated":
             raise field_error("loop.policy_base", "policy 'calibrated' needs the calibrated params file",
                               self.policy_base, "pass the params `synthloop calibrate` wrote")
@@ -182,6 +183,18 @@ class LoopConfig:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(f"loop config: {exc}; pass at least `workdir`") from exc
+
+
+def _check_policy_base(path: str, scenario: str) -> None:
+    """A calibrated base must load as params of the loop's scenario (one line naming the field)."""
+    from generator.scenario import load_scenario
+    from policy.mixture import load_base
+
+    try:
+        load_base(path, load_scenario(scenario))
+    except (ConfigError, OSError, ValueError) as exc:
+        raise ConfigError(f"loop.policy_base: {path!r} is not a usable params file of scenario {scenario!r} "
+                          f"({exc}); pass the params `synthloop calibrate` wrote") from None
 
 
 def _int_at_least(name: str, value: Any, low: int) -> None:

@@ -308,9 +308,9 @@ def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
 
     with pytest.raises(ConfigError, match=r"^loop\.policy_base: applies to policies 'mixture' and 'calibrated' only"):
         LoopConfig(workdir=str(tmp_path), policy="optuna", policy_base="base.yaml").validate()
-    LoopConfig(workdir=str(tmp_path), policy="mixture", policy_base="base.yaml").validate()
     path = tmp_path / "base.yaml"
     _base(sc).save(path)
+    LoopConfig(workdir=str(tmp_path), policy="mixture", policy_base=str(path)).validate()  # the file is read up front
     base = load_base(path, sc)
     first = initial_params(sc, base)
     assert not first.is_mixture and first.uniform_share == 0.3 and first.distributions == base.distributions

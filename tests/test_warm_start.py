@@ -439,3 +439,21 @@ def test_run_plan_counts_the_pre_step_until_it_is_done(tmp_path: Path, real: Pat
     (tmp_path / "m" / "model.pt").write_bytes(b"w")
     LoopHistory.open(cfg).set_init({"model": str(tmp_path / "m"), "weights_sha256": "0"})
     assert not plan_run(cfg, cores=2, load=0.0).warm  # a resume does not redo it
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"is not a usable params file of scenario 'digits' \("),
+    ("scenario: other\n", r"is not a usable params file of scenario 'digits' \(.*other"),
+    ("[1, 2\n", r"is not a usable params file"),
+])
+def test_a_bad_policy_base_is_one_line_before_anything_is_written(tmp_path: Path, real: Path, content: str | None,
+                                                                  message: str) -> None:
+    base = tmp_path / "base.yaml"
+    if content is not None:
+        base.write_text(content)
+    work = tmp_path / "w"
+    with pytest.raises(ConfigError, match=rf"^loop\.policy_base: .*{message}") as exc:
+        loop.run_loop(tiny(work, real, policy="mixture", policy_base=str(base)))
+    assert "\n" not in str(exc.value) and not work.exists()
+    base.write_text(yaml.safe_dump(UNIFORM))
+    tiny(work, real, policy="mixture", policy_base=str(base)).validate()  # a usable base passes
