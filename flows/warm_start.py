@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from flows.loop import EvalStep, PolicyStep
     from flows.loop_state import LoopConfig, LoopHistory
+    from generator.params import GenerationParams
 
 INIT_DIR = "init"
 PROBE = "probe"  # WORK/init/probe: the conditions shard when the init model's own are gone
@@ -220,7 +221,7 @@ def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep, shards: list[Path])
     }
 
 
-def init_params(cfg: LoopConfig) -> Any:
+def init_params(cfg: LoopConfig) -> GenerationParams:
     """Iteration 0's params of a warm-started loop: the init decision's."""
     from flows.loop import _scenario
     from generator.params import GenerationParams, validate_params
