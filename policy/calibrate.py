@@ -51,7 +51,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    """Knobs of :func:`calibrate` (defaults: ~3–5 min at 128² on 2 busy CPU cores)."""
+    """Knobs of :func:`calibrate` (defaults: ~1 min at 128² on 2 quiet CPU cores, ~3 min on busy ones)."""
 
     trials: int = 30  # renders of the trial images, the start (trial 0) and the data-driven start included
     images_per_trial: int = 48
@@ -60,7 +60,7 @@ class CalibrationOptions:
     trials_per_block: int = 2  # Optuna trials per block and round
     blocks_per_round: int = 2  # Optuna searches the worst this many blocks per round
     min_effect: float = 0.15  # |ρ| / η a parameter needs in the start render to be fitted
-    max_per_condition: int = 3
+    max_per_condition: int = 6
     stop_distance: float = 0.05  # a condition this close is not searched again
     conditions: tuple[str, ...] | None = None  # default: every measurable mapped condition
     parameters: tuple[str, ...] | None = None  # default: chosen by effect (see calibration_search)

@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
             "Optuna for the params whose renders match the real values (mean 1-D Wasserstein distance, "
             "normalised by the real spread). --real is a shard (real-val or real-train; real-test is "
             "refused) or a directory of frames. Writes a plain params file; --report adds "
-            "calibration.json/.md/.png. Default: ~3-5 min at 128x128 on 2 CPU cores."))
+            "calibration.json/.md/.png. Default: ~1-3 min at 128x128 on 2 CPU cores."))
     p.add_argument("--scenario", required=True, metavar="S", help="scenario name or YAML path")
     p.add_argument("--real", required=True, metavar="DIR",
                    help="real shard (e.g. data/real/real-val) or a directory of frames (unlabeled)")
