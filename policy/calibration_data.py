@@ -14,6 +14,7 @@ At most ``max_images`` images are used (a seeded subsample, recorded in the repo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,19 @@ def _load_shard(path: Path, max_images: int, seed: int) -> RealSet:
     return RealSet(Measured(images=keep.reset_index(drop=True), objects=objects), source)
 
 
+def _refuse_inside_held_out(path: Path) -> None:
+    """A frames directory inside the real-test shard (e.g. ``real-test/images``) is real-test too."""
+    for parent in path.resolve().parents:
+        manifest = parent / "manifest.json"
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                _refuse_held_out(parent, data)
+
+
 def _frame_files(path: Path) -> list[Path]:
     nested = sorted(p.parent for p in path.rglob("manifest.json"))
     if nested:
@@ -83,6 +97,7 @@ def _load_frames(path: Path, max_images: int, seed: int) -> RealSet:
 
     from evaluator.production.log import check_frame
 
+    _refuse_inside_held_out(path)
     files = _frame_files(path)
     if not files:
         raise DataError(f"--real: directory {str(path)!r} has no manifest.json and no image files "

@@ -125,6 +125,8 @@ def test_refusals_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"held-out real-test split.*calibrate on real-val") as e:
         load_real(_real_test_shard(tmp_path), 100, 0)
     assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="held-out real-test"):  # its images as a plain frames directory
+        load_real(tmp_path / "real-test" / "images", 100, 0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"no manifest\.json and no image files"):
         load_real(tmp_path / "empty", 100, 0)
