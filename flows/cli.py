@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "policy": "policy",
     "calibrate": "calibrate",
+    "base-model": "base_model",
     "production": "production",
     "monitor": "monitor",
     "validate": "validate",
