@@ -51,15 +51,19 @@ from flows.loop import IterationRecord, LoopConfig, run_loop
 from generator import atomic
 
 ARMS = {"U": "uniform", "C": "calibrated", "L": "mixture"}
-# cpu: sized to fit ~60 min on 2 idle cores: per arm and seed 4 rounds × (render 100 images ≈ 6 s,
-# train 40 × 32 ≈ 20 s, real-val + real-test evaluation ≈ 15 s) + a 60-step fine-tune ≈ 3.5 min.
+# cpu: sized to fit ~60 min on 2 idle cores: per arm and seed the warm start's real-val evaluation,
+# 3 rounds × (render 120 images ≈ 10 s, train 50 × 32 ≈ 25 s, real-val + real-test evaluation
+# ≈ 20 s) and a 50-step fine-tune + its evaluation ≈ 3.5 min; 15 loops.
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"rounds": 4, "images": 100, "steps": 40, "batch_size": 32, "finetune_steps": 60, "seeds": 5,
+    "cpu": {"rounds": 3, "images": 120, "steps": 50, "batch_size": 32, "lr": 5e-4, "replay_share": 0.5,
+            "finetune_steps": 50, "seeds": 5,
             "calib_trials": 16, "calib_images": 32, "eval_resamples": 0, "backend": "pyrender"},
-    "gpu": {"rounds": 8, "images": 500, "steps": 200, "batch_size": 64, "finetune_steps": 300, "seeds": 5,
+    "gpu": {"rounds": 8, "images": 500, "steps": 200, "batch_size": 64, "lr": 5e-4, "replay_share": 0.5,
+            "finetune_steps": 300, "seeds": 5,
             "calib_trials": 40, "calib_images": 96, "eval_resamples": 200, "backend": "pyrender"},
     # plumbing check only (fake renderer, tiny real set): the numbers mean nothing
-    "smoke": {"rounds": 2, "images": 6, "steps": 2, "batch_size": 4, "finetune_steps": 2, "seeds": 2,
+    "smoke": {"rounds": 2, "images": 6, "steps": 2, "batch_size": 4, "lr": 5e-4, "replay_share": 0.5,
+              "finetune_steps": 2, "seeds": 2,
               "calib_trials": 2, "calib_images": 4, "eval_resamples": 0, "backend": "fake", "width": 64,
               "height": 64, "real_sizes": {"real-train": 30, "real-val": 30, "real-test": 40}},
 }
@@ -119,8 +123,9 @@ def loop_config(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int
         workdir=str(Path(args.work) / arm / f"seed{seed}"), real_dir=str(Path(args.work) / "real"),
         policy=ARMS[arm], seed=seed, init_model=str(base), iterations=p["rounds"],
         policy_base=None if arm == "U" else (str(calibration) if calibration else None),
-        images_per_iteration=p["images"], steps_per_iteration=p["steps"], batch_size=p["batch_size"],
+        images_per_iteration=p["images"], steps_per_iteration=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
         render_shards=1, eval_resamples=p["eval_resamples"], backend=p["backend"], device=args.device,
+        replay=[str(args.replay)] if args.replay else None, replay_share=p["replay_share"],
         progress=False, **extra).validate()
 
 
@@ -153,9 +158,11 @@ def run_arm(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int, ba
     row: dict[str, Any] = {"arm": arm, "policy": ARMS[arm], "seed": seed, "curve": curve,
                            "loop_s": round(loop_s, 1), "finetune_s": round(finetune_s, 1),
                            "models": {"synthetic": str(final), "hybrid": str(hybrid)}}
+    last = curve[-1]  # the final model's real-test score is the curve's last point
+    row["synthetic"] = {"real-test": {"map50": last["map50"], "worst_recall": last["worst_recall"]}}
+    row["hybrid"] = {"real-test": score(hybrid, cfg.real_root / "real-test", cfg.work / "score-hybrid-real-test",
+                                       cfg.scenario, True, p["eval_resamples"])}
     for kind, model in (("synthetic", final), ("hybrid", hybrid)):
-        row[kind] = {"real-test": score(model, cfg.real_root / "real-test", cfg.work / f"score-{kind}-real-test",
-                                        cfg.scenario, True, p["eval_resamples"])}
         for name, data in args.eval:
             row[kind][name] = score(model, data, cfg.work / f"score-{kind}-{name}", cfg.scenario, False,
                                     p["eval_resamples"])
@@ -195,6 +202,9 @@ def compare(rows: list[dict[str, Any]], eval_names: list[str]) -> dict[str, Any]
     ratios = []
     for s in seeds:
         u, lo = by[("U", s)]["curve"], by[("L", s)]["curve"]
+        if not u[-1]["map50"] > u[0]["map50"]:  # U did not improve on the warm start: nothing to reach
+            ratios.append(None)
+            continue
         need = images_to_reach([c["images"] for c in lo], [c["map50"] for c in lo], u[-1]["map50"])
         ratios.append(None if need is None else need / u[-1]["images"])
     out["sample_efficiency_per_seed"] = ratios
@@ -258,7 +268,7 @@ def markdown(arms: dict[str, Any], cmp: dict[str, Any], base_test: dict[str, Any
                      f"{pd(f'{other}-U hybrid real-test worst_recall')} |")
     eff = cmp.get("sample_efficiency_per_seed") or []
     lines += ["", "Sample efficiency (images L needs to reach U's final real-test mAP@0.5 ÷ U's images), per seed: "
-              + ", ".join("not reached" if x is None else f"{x:.2f}" for x in eff), ""]
+              + ", ".join("not reached (or U not above the warm start)" if x is None else f"{x:.2f}" for x in eff), ""]
     lines += [f"- {name}: {'met' if ok else 'NOT met'}" for name, ok in (cmp.get("targets") or {}).items()]
     return "\n".join(lines)
 
@@ -316,6 +326,19 @@ def calibration_params(args: argparse.Namespace, p: dict[str, Any], real: Path) 
     return out, time.perf_counter() - t0
 
 
+def replay_shard(choice: str, base: Path, work: Path) -> Path | None:
+    """The replay buffer: ``none``, a shard directory, or ``base`` = the data the base model saw
+    (its recipe re-rendered with the same fingerprint when not already in ``WORK/base-data``)."""
+    if choice == "none":
+        return None
+    if choice != "base":
+        return Path(choice)
+    from flows.base_model import BaseRecipe, read_recipe
+    from generator.pipeline import render_shard
+
+    return render_shard(BaseRecipe(**read_recipe(base)["recipe"]).render_job(), work / "base-data", reuse=True).path
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="sizes (default: cpu)")
@@ -324,6 +347,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", default="runs/loop-vs-uniform", help="work directory (resumable)")
     ap.add_argument("--base-model", default=None, help="warm start (default: the committed digits base model)")
     ap.add_argument("--calibration", default=None, help="a calibrated params file (default: calibrate now)")
+    ap.add_argument("--replay", default="base", metavar="DIR|base|none",
+                    help="replay shard trained on beside each loop's own shards (default: the base model's "
+                         "training data, re-rendered from its recipe into WORK/base-data when absent)")
     ap.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                     help="an extra evaluation shard, reported beside real-test (repeatable)")
     ap.add_argument("--plot", default=None, help="plot path (default: benchmarks/loop_vs_uniform.png)")
@@ -353,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     work = Path(args.work)
     base = Path(args.base_model) if args.base_model else base_model_path("digits")
+    args.replay = replay_shard(args.replay, base, work)
     probe = loop_config(args, p, "U", 0, base, None)
     prepare_real(probe)
     real = probe.real_root
@@ -363,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     arm_stats = per_arm(rows, names)
     cmp = compare(rows, names) if set(arms) == set(ARMS) else {}
     result = {"benchmark": "loop_vs_uniform/2", "preset": args.preset, "settings": p, "seeds": seeds, "arms": ARMS,
-              "finetune_lr": FINETUNE_LR, "base_model": str(base), "calibration": calibration and str(calibration),
+              "finetune_lr": FINETUNE_LR, "base_model": str(base),
+              "replay": args.replay and str(args.replay), "calibration": calibration and str(calibration),
               "calibration_s": round(calib_s, 1),
               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.python_version()}",
               "wall_s": round(time.perf_counter() - t0, 1), "base_real_test": base_test,

@@ -221,8 +221,17 @@ def render_summary(cfg: LoopConfig, k: int, steps: list[RenderStep], seconds: fl
 
 def train_data(cfg: LoopConfig, shards: list[Path]) -> list[tuple[Path, float]]:
     """``(shard, weight)`` items: every synthetic shard so far (the newest at ``latest_weight``),
-    plus real-train for the ``mixed`` strategy."""
+    the ``replay`` shards weighted so that they make ``replay_share`` of the samples, plus
+    real-train for the ``mixed`` strategy."""
     data = [(Path(p), float(cfg.latest_weight if i == len(shards) - 1 else 1.0)) for i, p in enumerate(shards)]
+    if cfg.replay:
+        from generator.shard import Shard
+
+        mass = sum(w * len(Shard(p).coco["images"]) for p, w in data)
+        replay = [Path(p) for p in cfg.replay]
+        count = sum(len(Shard(p).coco["images"]) for p in replay)
+        w = round(cfg.replay_share / (1 - cfg.replay_share) * mass / count, 6)
+        data = [(p, w) for p in replay] + data
     if cfg.strategy == "mixed":
         data.append((cfg.real_root / "real-train", 1.0))
     return data

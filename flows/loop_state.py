@@ -86,6 +86,12 @@ class LoopConfig:
     # a frozen production window (WINDOWS/<id>/, written by the monitor): every iteration this
     # run computes merges it into the failure report the policy reads (None: real-val alone)
     production: str | None = None
+    # replay buffer: synthetic shards trained on in every iteration beside the loop's own (e.g.
+    # the data the init model was trained on), so a warm-started model does not forget the
+    # basics while it adapts to a few hundred new images; together they make `replay_share` of
+    # the training samples (flows.loop.train_data)
+    replay: list[str] | None = None
+    replay_share: float = 0.5
     # policy "mixture" only: the calibrated base params file (`synthloop calibrate`'s output);
     # None = uniform base. Read with policy.mixture.load_base when the policy is built.
     policy_base: str | None = None
@@ -103,6 +109,7 @@ class LoopConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise field_error(f"loop.{name}", "must be a finite number > 0", v)
+        self._check_replay()
         t = self.score_threshold
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t < 1:
             raise field_error("loop.score_threshold", "must be a number in [0, 1)", t)
@@ -130,6 +137,19 @@ class LoopConfig:
             raise field_error("loop.policy_base", "policy 'calibrated' needs the calibrated params file",
                               self.policy_base, "pass the params `synthloop calibrate` wrote")
         return self
+
+    def _check_replay(self) -> None:
+        r = self.replay_share
+        if isinstance(r, bool) or not isinstance(r, int | float) or not 0 < r < 1:
+            raise field_error("loop.replay_share", "must lie strictly between 0 and 1", r, "e.g. 0.5")
+        if self.replay is None:
+            return
+        if not isinstance(self.replay, list | tuple) or not self.replay:
+            raise field_error("loop.replay", "must be a non-empty list of shard directories or null", self.replay)
+        for i, path in enumerate(self.replay):
+            if not isinstance(path, str) or not (Path(path) / "manifest.json").is_file():
+                raise field_error(f"loop.replay[{i}]", "must be a shard directory (with manifest.json)", path,
+                                  "render it (e.g. `synthloop render`) or drop it from replay")
 
     def _check_choices(self) -> None:
         from generator.pipeline import BACKENDS

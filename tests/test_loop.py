@@ -58,6 +58,7 @@ def history_json(work: Path) -> dict[str, Any]:
     ({"policy": "greedy"}, "--policy"), ({"strategy": "real-only"}, "loop.strategy"),
     ({"backend": "blender"}, "loop.backend"), ({"real_ratio": 0.3}, "loop.real_ratio"),
     ({"lr": float("nan")}, "loop.lr"), ({"seed": True}, "loop.seed"), ({"objective": "loss"}, "loop.objective"),
+    ({"replay": ["/nonexistent/shard"]}, "loop.replay[0]"), ({"replay_share": 1.0}, "loop.replay_share"),
 ])
 def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path: Path, change: dict[str, Any], field: str) -> None:
     work = tmp_path / "work"
@@ -358,9 +359,16 @@ def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys:
     calib = tmp_path / "calib.yaml"
     GenerationParams(scenario="digits", uniform_share=0.1, distributions={
         "light.intensity": Distribution(kind="truncnormal", center=3.0, width=1.0)}).save(calib)
+    from generator.params import uniform_params
+    from generator.pipeline import RenderJob, render_shard
+    from generator.scenario import load_scenario
+
+    sc = load_scenario("digits")
+    replay = render_shard(RenderJob(sc, uniform_params(sc), 8, 99, 64, 64, backend="fake"), tmp_path / "replay").path
     assert b.main(["--preset", "smoke", "--work", str(work), "--plot", str(tmp_path / "p.png"), "--calibration",
-                   str(calib), "--eval", f"val={work / 'real' / 'real-val'}"]) == 0
+                   str(calib), "--eval", f"val={work / 'real' / 'real-val'}", "--replay", str(replay)]) == 0
     result = json.loads((work / "loop_vs_uniform.json").read_text())
+    assert result["replay"] == str(replay)
     assert {(r["arm"], r["seed"]) for r in result["rows"]} == {(a, s) for a in "UCL" for s in (0, 1)}
     assert result["base_model"] == str(base_model_path("digits")) and result["calibration"] == str(calib)
     for r in result["rows"]:
@@ -380,3 +388,23 @@ def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys:
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
     assert "| L − U |" in out and "| C (calibrated) |" in out and "Sample efficiency" in out
+
+
+def test_replay_shards_make_their_share_of_every_iterations_training(tmp_path: Path, real: Path) -> None:
+    """A warm-started loop keeps training on its replay buffer (e.g. the init model's data):
+    replay shards are weighted so they make ``replay_share`` of the samples as the loop's own
+    shards accumulate, and the weights are what the checkpoint records."""
+    from generator.params import uniform_params
+    from generator.pipeline import RenderJob, render_shard
+    from generator.scenario import load_scenario
+
+    sc = load_scenario("digits")
+    replay = render_shard(RenderJob(sc, uniform_params(sc), 12, 99, 64, 64, backend="fake"), tmp_path / "replay").path
+    cfg = tiny(tmp_path / "work", real, replay=[str(replay)], replay_share=0.25).validate()
+    history = run_loop(cfg)
+    for k, entry in enumerate(history.entries):
+        meta = json.loads((cfg.work / entry.train["path"] / "model.json").read_text())
+        weights = {Path(d["path"]).name: d["weight"] for d in meta["data"]}
+        own = 4 * (k + 1)  # images of the loop's own shards so far, weight 1 each
+        assert weights["replay"] == pytest.approx(0.25 / 0.75 * own / 12, abs=1e-6)
+        assert weights["replay"] * 12 / (weights["replay"] * 12 + own) == pytest.approx(0.25, abs=1e-5)
