@@ -320,7 +320,7 @@ def production_step(cfg: LoopConfig, k: int, val_report: dict[str, Any], shards:
         return None
     _refuse_held_out([val_report])
     threshold = float((val_report.get("settings") or {}).get("score_threshold", cfg.score_threshold))
-    options = ProductionOptions(score_threshold=threshold, confident=max(0.5, threshold))
+    options = ProductionOptions.at_threshold(threshold)
     sc = _scenario(cfg)
     signals = replay_signals(cfg.production, shards, sc, options, val_report)
     merged = merge_reports(val_report, signals, sc, options) if signals["status"] == "ok" else None

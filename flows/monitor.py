@@ -60,7 +60,7 @@ def _options(settings: MonitorSettings, val: dict[str, Any] | None) -> Any:
 
     given, loop_t = settings.score_threshold, settings.loop_settings().loop_config().score_threshold
     t = float(given) if given is not None else float(((val or {}).get("settings") or {}).get("score_threshold", loop_t))
-    return ProductionOptions(score_threshold=t, confident=max(0.5, t)).validate()
+    return ProductionOptions.at_threshold(t)
 
 
 @task(name="window-signals", cache_policy=NO_CACHE)

@@ -348,3 +348,17 @@ def test_policy_renders_darker_when_production_darkens_and_real_val_is_quiet(tmp
     decision = policy.propose(PolicyInputs(SCENARIO, [merged], None, shards["ref"].conditions()))
     change = next(c for c in decision.changes if c["parameter"] == "light.intensity")
     assert change["slice"]["condition"] == "brightness" and change["centre_shift"] < 0  # darker scenes
+
+
+def test_cli_ingest_at_a_score_threshold_above_the_confident_default(tmp_path, shards, val_report, capsys) -> None:
+    """`--score-threshold 0.6` (above the default `confident` 0.5) works like the loop and the
+    monitor: confident follows the threshold (one rule, ProductionOptions.at_threshold); it used
+    to fail with an error about a `confident` option the CLI does not have."""
+    log = make_window(tmp_path / "w", shards["src"], _dark_ids(shards["src"], 0.8))
+    scenario_yaml = tmp_path / "demo.yaml"
+    scenario_yaml.write_text(yaml.safe_dump(DEMO_SPEC))
+    args = ["production", "ingest", "--log", str(log), "--reference", str(shards["ref"].path),
+            "--scenario", str(scenario_yaml), "--score-threshold", "0.6", "--out", str(tmp_path / "o")]
+    assert main(args) == 0, capsys.readouterr().err
+    sig = json.loads((tmp_path / "o" / "signals.json").read_text())
+    assert sig["settings"]["score_threshold"] == 0.6 and sig["settings"]["confident"] == 0.6

@@ -39,6 +39,14 @@ class ProductionOptions:
     min_window_images: int = 20
     weight_range: tuple[float, float] = (0.25, 4.0)
 
+    @classmethod
+    def at_threshold(cls, score_threshold: float) -> ProductionOptions:
+        """The options for a model operated at ``score_threshold`` (the real-val report's or
+        the loop's): ``confident`` is 0.5, or the threshold itself when that is higher (a
+        detection accepted at 0.6 cannot be low-confidence at 0.5). Validated."""
+        t = float(score_threshold)
+        return cls(score_threshold=t, confident=max(0.5, t)).validate()
+
     def validate(self) -> ProductionOptions:
         """Raise :class:`ConfigError` naming the first out-of-range option."""
         for name, v in (("score_threshold", self.score_threshold), ("confident", self.confident)):

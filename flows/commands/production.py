@@ -83,7 +83,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
     threshold = args.score_threshold
     if threshold is None:
         threshold = ((val or {}).get("settings") or {}).get("score_threshold", 0.3)
-    options = ProductionOptions(score_threshold=threshold).validate()
+    options = ProductionOptions.at_threshold(threshold)
     result = read_window(args.log, args.state, classes=scenario.classes, frames_root=args.frames_root)
     if window_id_at(args.out) == result.window_id:  # a run that crashed before its commit
         commit(result)
