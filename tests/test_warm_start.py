@@ -11,6 +11,8 @@ same history and fingerprints; a resume with other init weights is refused; MLfl
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -26,7 +28,6 @@ import yaml
 from loopcheck import without_timings
 
 import flows.loop as loop
-from flows.cli import main
 from flows.loop_state import LoopConfig, LoopHistory
 from generator.errors import ConfigError
 from generator.params import Distribution, GenerationParams
@@ -113,15 +114,21 @@ def test_a_bad_init_model_is_one_line_and_nothing_is_written(tmp_path: Path, rea
         LoopSettings.build({"workdir": str(work), "init_model": str(path)}).loop_config()
 
 
-def test_run_cli_refuses_a_missing_init_model_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_run_cli_takes_init_and_refuses_a_missing_model_before_writing(tmp_path: Path) -> None:
+    from loopcheck import SYNTHLOOP
+
+    from flows.cli import build_parser
+
     for flag in ("--init", "--init-model"):
-        assert main(["run", flag, "nope", "--workdir", "w"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: loop.init_model: 'nope' does not load") and "\n" not in err
-    assert main(["run", "--set", "init_model=nope", "--workdir", "w"]) == 2
-    assert capsys.readouterr().err.startswith("error: loop.init_model:")
+        assert build_parser().parse_args(["run", flag, "m"]).init_model == "m"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # a real process: `synthloop run` imports Prefect, whose log handler must not bind to pytest's capture
+    for args in (["--init", "nope"], ["--set", "init_model=nope"]):
+        proc = subprocess.run([str(SYNTHLOOP), "run", *args, "--workdir", "w"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and err.startswith("error: loop.init_model: 'nope' does not load"), err
+        assert "\n" not in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -340,8 +347,9 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.slow
-def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(
-        prefect: None, tmp_path: Path, real: Path, init_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(prefect: None, tmp_path: Path, real: Path,
+                                                            init_model: Path) -> None:
+    # no capsys here: Prefect's console log handler would keep its stream, closed after the test
     from mlflow import MlflowClient
 
     from flows.closed_loop import closed_loop
@@ -357,8 +365,10 @@ def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(
     assert [r["iteration"] for r in rows] == ["init", 0]  # the init model first: the bar of the final table
     init_map50 = json.loads((Path(s.workdir) / "history.json").read_text())["init"]["evaluate"]["map50"]
     assert rows[0]["real_val_map50"] == init_map50
-    print_table(rows)
-    assert "| init | 0 |" in capsys.readouterr().out
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_table(rows)
+    assert "| init | 0 |" in out.getvalue()
     assert "(the init model)" in verdict([rows[0], {**rows[1], "real_val_map50": 2.0}])
     assert "did NOT improve: 1.000 at the init model" in verdict([{**rows[0], "real_val_map50": 1.0}, rows[1]])
     work = Path(s.workdir)
