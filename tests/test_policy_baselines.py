@@ -59,7 +59,8 @@ def test_fixed_baseline_is_the_scenario_defaults(sc):
 
 
 def test_unknown_policy_lists_the_available_ones():
-    with pytest.raises(ConfigError, match="unknown policy 'bandit'; available: optuna, mixture, uniform, fixed, calibrated"):
+    with pytest.raises(ConfigError,
+                       match="unknown policy 'bandit'; available: optuna, mixture, uniform, fixed, calibrated"):
         make_policy("bandit")
     assert available_policies() == ["optuna", "mixture", "uniform", "fixed", "calibrated"]
 
