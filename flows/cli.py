@@ -8,6 +8,7 @@ User errors (:class:`generator.errors.SynthloopError`) print one line and exit 2
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -66,6 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing partial was published", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only or vanished mount: the machine, not the input
+        if os.environ.get("SYNTHLOOP_DEBUG") == "1":
+            raise
+        print(f"error: {io_error_line(exc)}", file=sys.stderr)
+        return EX_IOERR
+
+
+EX_IOERR = 74  # sysexits.h: an input/output error; distinct from bad input (2)
+_IO_FIX = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free space under your quota",
+           errno.EROFS: "make the file system writable", errno.EACCES: "fix the permissions",
+           errno.EPERM: "fix the permissions"}
+
+
+def io_error_line(exc: OSError) -> str:
+    """``<path>: <what failed> (<ERRNO>); <fix> and re-run: a loop resumes where it stopped``."""
+    where = exc.filename or "a file"
+    name = errno.errorcode.get(exc.errno or 0, "EIO")
+    fix = _IO_FIX.get(exc.errno or 0, "check the disk and the path")
+    return (f"{where}: {exc.strerror or exc} ({name}); {fix} and re-run — nothing partial was published and "
+            "a loop resumes where it stopped (SYNTHLOOP_DEBUG=1 shows the traceback)")
 
 
 if __name__ == "__main__":

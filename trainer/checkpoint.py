@@ -45,10 +45,28 @@ def save_checkpoint(out: Path, detector: Detector, optimizer: torch.optim.Optimi
     payload = {"format": FORMAT, "model": state, "optimizer": _cpu(optimizer.state_dict()),
                "rng": rng}
     with atomic.atomic_dir(out, overwrite) as tmp:
-        torch.save(payload, tmp / "model.pt")
+        _save(payload, tmp / "model.pt")
         meta = {"format": FORMAT, **info, "weights_sha256": sha256_file(tmp / "model.pt")}
         atomic.write_json(tmp / "model.json", meta)
     return meta
+
+
+def _save(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save``, with its failed write (a RuntimeError from the zip writer, e.g. on a full
+    disk) raised as the OSError it is, so I/O retries and the CLI's one-line error see it."""
+    try:
+        torch.save(payload, path)
+    except RuntimeError as exc:
+        text = str(exc).strip()
+        if "write" not in text.lower():
+            raise
+        first = next((line for line in text.splitlines() if "write" in line.lower()), text)[:200]
+        import errno
+        import shutil
+
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      f"writing the checkpoint failed ({first})", str(path)) from exc
 
 
 def export_weights(src: str | Path, out: Path) -> dict[str, Any]:
@@ -60,7 +78,7 @@ def export_weights(src: str | Path, out: Path) -> dict[str, Any]:
     meta = read_model_json(src)
     payload = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
     slim = {k: v for k, v in payload.items() if k != "optimizer"}
-    torch.save(slim, out / "model.pt")
+    _save(slim, out / "model.pt")
     new = {**meta, "exported_from": meta.get("weights_sha256"), "weights_sha256": sha256_file(out / "model.pt")}
     atomic.write_json(out / "model.json", new)
     return new
