@@ -96,6 +96,19 @@ def render_shard(cfg: LoopConfig, k: int, params: GenerationParams, part: int, f
     return loop.render_step(cfg, k, params, part)
 
 
+@task(name="repair-shard", task_run_name="repair-iter{k}-part{part}", cache_policy=NO_CACHE, **IO_RETRY)
+def repair_shard(cfg: LoopConfig, k: int, part: int, out: Path, fingerprint: str) -> loop.RenderStep:
+    return loop.repair_shard(cfg, k, part, out, fingerprint)
+
+
+def repair_finished(cfg: LoopConfig, history: LoopHistory) -> None:
+    """Re-render, in the process pool, every damaged or missing shard of the completed
+    iterations (later iterations train on all of them) and note it in history.json."""
+    damaged = loop.damaged_shards(history)
+    futures = [(k, repair_shard.submit(cfg, k, part, path, fp)) for k, part, path, fp, _ in damaged]
+    loop.note_repairs(cfg, history, [(k, f.result()) for k, f in futures])
+
+
 @task(name="train", task_run_name="train-iter{k}", cache_policy=NO_CACHE)
 def train(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -> loop.TrainStep:
     return loop.train_step(cfg, k, shards, init)
@@ -175,10 +188,11 @@ def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: 
 
 def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.RenderStep]:
     """Submit every shard of iteration ``k`` to the process pool; re-render a cached result
-    whose shard is no longer on disk (the shard, not Prefect's cache, is the truth)."""
+    whose shard is no longer on disk intact (the shard, not Prefect's cache, is the truth:
+    every file is checked against its manifest sha256)."""
     import time
 
-    from generator.pipeline import existing_fingerprint
+    from generator.pipeline import shard_problem
 
     t0 = time.perf_counter()
     n = len(loop.part_sizes(cfg.images_per_iteration, cfg.render_shards))
@@ -186,7 +200,7 @@ def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.R
     futures = [render_shard.submit(cfg, k, params, i, fp, out) for i, fp, out in jobs]
     steps = [f.result() for f in futures]
     for j, (i, fp, out) in enumerate(jobs):
-        if existing_fingerprint(out) != fp:
+        if shard_problem(out, fp) is not None:
             steps[j] = render_shard.with_options(refresh_cache=True)(cfg, k, params, i, fp, out)
     loop.render_summary(cfg, k, steps, time.perf_counter() - t0)  # the render stage's one line
     return steps
@@ -273,6 +287,7 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
         history.config["iterations"] = cfg.iterations
     t, run = tracking_for(settings, cfg), _flow_run_id()
     prepare_real_data(cfg)
+    repair_finished(cfg, history)  # before anything is tracked: a shard that cannot be repaired stops here
     parent = tracking.open_loop_run(t, cfg.study_name, cfg.to_dict(), run)
     progress = publish.loop_progress(cfg, len(history.entries))
     previous: str | None = None

@@ -47,10 +47,10 @@ from generator.progress import Stage, done_line, report
 from generator.scenario import Scenario, load_scenario
 
 __all__ = ["EvalStep", "IterationRecord", "LoopConfig", "LoopHistory", "PolicyStep", "RealData",
-           "RenderStep", "TrainStep", "evaluate_step", "iteration_params", "iteration_record", "iteration_seeds",
-           "loop_shards", "policy_step", "prepare_real", "production_record", "production_step", "render_job",
-           "render_parts", "render_step", "run_iteration", "run_loop", "starting_params", "train_step",
-           "write_params"]
+           "RenderStep", "TrainStep", "damaged_shards", "evaluate_step", "iteration_params", "iteration_record",
+           "iteration_seeds", "loop_shards", "policy_step", "prepare_real", "production_record", "production_step",
+           "render_job", "render_parts", "render_step", "repair_shard", "repair_shards", "run_iteration", "run_loop",
+           "starting_params", "train_step", "write_params"]
 
 REPORT_DIRS = {"real-val": "report", "real-test": "report-test"}
 PRODUCTION_DIR = "report-production"
@@ -73,6 +73,7 @@ class RenderStep:
     annotations: int
     seconds: float
     reused: bool
+    repaired: str | None = None  # a damaged shard of this fingerprint was re-rendered: what was wrong
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,72 @@ def render_step(cfg: LoopConfig, k: int, params: GenerationParams, part: int = 0
         r = render_shard(job, cfg.iter_dir(k) / f"shard-{part}", workers=cfg.render_workers, reuse=True,
                          progress=lambda _entry: stage.update(1))
         stage.close()  # no line per shard
-    return RenderStep(r.path, r.fingerprint, r.images, r.annotations, round(r.seconds, 3), r.reused)
+    if r.repaired:
+        report(f"render iter {k}: {_rel(cfg, r.path)} {r.repaired}: re-rendered (same fingerprint)",
+               show=True, always=True)
+    return RenderStep(r.path, r.fingerprint, r.images, r.annotations, round(r.seconds, 3), r.reused, r.repaired)
+
+
+def damaged_shards(history: LoopHistory) -> list[tuple[int, int, Path, str, str]]:
+    """``(iteration, part, path, fingerprint, problem)`` of every shard of a completed
+    iteration that is missing or no longer matches its manifest (later iterations train on
+    all of them): what :func:`repair_shard` re-renders."""
+    from generator.pipeline import shard_problem
+
+    out = []
+    for e in history.entries:
+        for part, s in enumerate(e.render["shards"]):
+            path = history.resolve(s["path"])
+            problem = shard_problem(path, s["fingerprint"])
+            if problem is not None:
+                out.append((e.iteration, part, path, str(s["fingerprint"]), problem))
+    return out
+
+
+def repair_shard(cfg: LoopConfig, k: int, part: int, out: Path, fingerprint: str) -> RenderStep:
+    """Re-render shard ``part`` of completed iteration ``k`` into ``out`` from its recipe
+    (``iter_k/params.yaml`` and the part's seed: the same RenderJob, so the same fingerprint
+    and bytes), built in a temporary directory and swapped in atomically. A recipe that no
+    longer gives ``fingerprint`` is a ShardError (the shard cannot be reproduced)."""
+    from generator.params import load_params
+    from generator.pipeline import render_shard, shard_problem
+
+    problem = shard_problem(out, fingerprint) or "damaged"
+    params_path = cfg.iter_dir(k) / "params.yaml"
+    try:
+        job = render_job(cfg, k, load_params(params_path, _scenario(cfg)), part)
+    except ConfigError as exc:
+        raise ShardError(f"{_rel(cfg, out)}: {problem}, and its recipe {_rel(cfg, params_path)} cannot be read "
+                         f"({exc}); restore the shard or start the loop in a new workdir") from exc
+    if job.fingerprint() != fingerprint:
+        raise ShardError(f"{_rel(cfg, out)}: {problem}, and re-rendering it from {_rel(cfg, params_path)} would give "
+                         f"fingerprint {job.fingerprint()}, but history.json records {fingerprint}; restore the shard "
+                         "(or iter_k/params.yaml, or the generator version) or start the loop in a new workdir")
+    t0 = time.perf_counter()
+    r = render_shard(job, out, workers=cfg.render_workers, overwrite=True)
+    if r.fingerprint != fingerprint:  # cannot happen while RenderJob.fingerprint is the job's identity
+        raise ShardError(f"{_rel(cfg, out)}: re-rendered with fingerprint {r.fingerprint}, but history.json "
+                         f"records {fingerprint}; start the loop in a new workdir")
+    report(f"render iter {k}: {_rel(cfg, out)} {problem}: re-rendered (same fingerprint) "
+           f"in {time.perf_counter() - t0:.1f} s", show=True, always=True)
+    return RenderStep(r.path, r.fingerprint, r.images, r.annotations, round(r.seconds, 3), False, problem)
+
+
+def note_repairs(cfg: LoopConfig, history: LoopHistory, repaired: list[tuple[int, RenderStep]]) -> None:
+    """Record each repaired shard in its iteration's history entry (``render.repairs``) and save."""
+    for k, r in repaired:
+        notes = history.entries[k].render.setdefault("repairs", [])
+        notes.append({"shard": _rel(cfg, r.path), "problem": r.repaired})
+    if repaired:
+        history.save()
+
+
+def repair_shards(cfg: LoopConfig, history: LoopHistory) -> list[RenderStep]:
+    """Re-render every damaged or missing shard of the completed iterations (one after the
+    other; the Prefect flow submits them to its process pool instead)."""
+    done = [(k, repair_shard(cfg, k, part, path, fp)) for k, part, path, fp, _ in damaged_shards(history)]
+    note_repairs(cfg, history, done)
+    return [r for _, r in done]
 
 
 def render_parts(cfg: LoopConfig, k: int, params: GenerationParams) -> list[RenderStep]:
@@ -459,7 +525,8 @@ def iteration_record(cfg: LoopConfig, k: int, history: LoopHistory, renders: lis
                 "seconds": round(sum(r.seconds for r in renders), 3),
                 "reused": all(r.reused for r in renders),
                 "shards": [{"path": _rel(cfg, r.path), "fingerprint": r.fingerprint, "images": r.images,
-                            "annotations": r.annotations, "seconds": r.seconds, "reused": r.reused} for r in renders]},
+                            "annotations": r.annotations, "seconds": r.seconds, "reused": r.reused,
+                            **({"repaired": r.repaired} if r.repaired else {})} for r in renders]},
         train={"path": _rel(cfg, t.path), "steps": t.steps, "final_loss": t.final_loss, "seconds": t.seconds,
                "images_per_s": round(t.images_per_s, 2), "init": None if init is None else _rel(cfg, init),
                "reused": t.reused, "data": [f"{_rel(cfg, p)}:{w}" for p, w in t.data]},
@@ -504,6 +571,7 @@ def run_loop(cfg: LoopConfig, on_iteration: Callable[[IterationRecord], None] | 
         history = LoopHistory.open(cfg)
         prepare_real(cfg)
         ensure_init(cfg, history)  # warm start: evaluate the init model and decide params_0 first
+        repair_shards(cfg, history)  # later iterations train on every earlier shard: each must be intact
         while len(history.entries) < cfg.iterations:
             record = run_iteration(cfg, len(history.entries), history)
             history.append(record)

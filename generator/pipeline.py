@@ -21,7 +21,7 @@ import numpy as np
 
 from generator import GENERATOR_VERSION, sensor
 from generator.annotations import truncation
-from generator.errors import ConfigError
+from generator.errors import ConfigError, ShardError
 from generator.fingerprint import fingerprint
 from generator.params import GenerationParams
 from generator.render import Renderer, RenderOutput, SceneSpec
@@ -184,6 +184,7 @@ class RenderResult:
     annotations: int
     seconds: float
     reused: bool = False
+    repaired: str | None = None  # what was wrong with the shard of this fingerprint that was replaced
 
     @property
     def images_per_s(self) -> float:
@@ -195,6 +196,23 @@ def existing_fingerprint(out: Path) -> str | None:
         return str(json.loads((out / "manifest.json").read_text())["fingerprint"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def shard_problem(out: str | Path, fp: str) -> str | None:
+    """None when ``out`` is a finished shard with fingerprint ``fp`` whose every file matches
+    its sha256 in manifest.json; else what is wrong with it (missing, another fingerprint,
+    a damaged file), as a short phrase."""
+    out = Path(out)
+    if not (out / "manifest.json").is_file():
+        return "missing" if not out.exists() else "has no manifest.json"
+    found = existing_fingerprint(out)
+    if found != fp:
+        return f"has fingerprint {found}, expected {fp}"
+    try:
+        Shard(out).verify()
+    except ShardError as exc:
+        return str(exc).split("; ")[0].removeprefix(f"shard {str(out)!r}: ")
+    return None
 
 
 IMAGE_SIZE_RANGE = (16, 4096)  # width and height a render accepts, in pixels (as ScenarioSpec.image)
@@ -222,17 +240,24 @@ def render_shard(
 ) -> RenderResult:
     """Render ``job`` into the shard directory ``out`` (atomically).
 
-    ``reuse``: if ``out`` already holds a shard with this job's fingerprint, return it untouched
-    (the loop's resume path). ``progress``: an optional callable invoked once per finished image.
+    ``reuse``: if ``out`` already holds a shard with this job's fingerprint and every file
+    matches its sha256 (:func:`shard_problem`), return it untouched (the loop's resume path); a
+    damaged one is re-rendered from the job into a temporary directory and swapped in
+    atomically (``repaired`` says what was wrong). ``progress``: an optional callable invoked
+    once per finished image.
     """
     check_job(job)
     out = Path(out)
     fp = job.fingerprint()
-    if reuse and existing_fingerprint(out) == fp:
-        shard = Shard(out)
-        return RenderResult(
-            out, fp, shard.manifest["counts"]["images"], shard.manifest["counts"]["annotations"], 0.0, reused=True
-        )
+    repaired = None
+    if reuse:
+        problem = shard_problem(out, fp)
+        if problem is None:
+            shard = Shard(out)
+            return RenderResult(
+                out, fp, shard.manifest["counts"]["images"], shard.manifest["counts"]["annotations"], 0.0, reused=True
+            )
+        repaired = problem if existing_fingerprint(out) == fp else None
     t0 = time.perf_counter()
     with ShardWriter(out, job.manifest_info(), overwrite=overwrite or reuse) as writer:
         for entry in _entries(job, writer.root, workers):
@@ -240,4 +265,4 @@ def render_shard(
             if progress is not None:
                 progress(entry)
         n_ann = sum(len(e.annotations) for e in writer.entries.values())
-    return RenderResult(out, fp, job.n, n_ann, time.perf_counter() - t0)
+    return RenderResult(out, fp, job.n, n_ann, time.perf_counter() - t0, repaired=repaired)

@@ -323,6 +323,16 @@ class Shard:
                              f"(edited or corrupt); {fix}")
         return data
 
+    def verify(self) -> None:
+        """Check every file listed in manifest.json against its sha256 (a missing, edited or
+        corrupt file is a one-line :class:`ShardError`)."""
+        files = self.manifest.get("files") if isinstance(self.manifest, dict) else None
+        if not isinstance(files, dict) or "annotations.json" not in files:
+            raise ShardError(f"shard {str(self.path)!r}: manifest.json must list its files with their sha256, "
+                             "but it does not; re-render or re-import the shard")
+        for rel in sorted(files):
+            self.verified_bytes(rel)
+
     @property
     def coco(self) -> dict[str, Any]:
         if self._coco is None:

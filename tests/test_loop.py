@@ -408,3 +408,94 @@ def test_replay_shards_make_their_share_of_every_iterations_training(tmp_path: P
         own = 4 * (k + 1)  # images of the loop's own shards so far, weight 1 each
         assert weights["replay"] == pytest.approx(0.25 / 0.75 * own / 12, abs=1e-6)
         assert weights["replay"] * 12 / (weights["replay"] * 12 + own) == pytest.approx(0.25, abs=1e-5)
+
+
+# ------------------------------------------------------------------ damaged shards (issue #15)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, real: Path) -> LoopConfig:
+    """A loop with iteration 0 complete (copy its work directory before changing it)."""
+    cfg = tiny(tmp_path_factory.mktemp("finished") / "w", real, iterations=1)
+    run_loop(cfg)
+    return cfg
+
+
+def _copy(cfg: LoopConfig, tmp_path: Path, **kw: Any) -> LoopConfig:
+    shutil.copytree(cfg.work, tmp_path / "w")
+    return replace(cfg, workdir=str(tmp_path / "w"), **kw)
+
+
+def _flip_byte(path: Path, at: int = 40) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["images/000000.png", "annotations.json", "deleted"])
+def test_resume_repairs_a_corrupted_finished_shard(finished: LoopConfig, tmp_path: Path, damage: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished iteration's shard that was edited, corrupted or deleted is re-rendered from its
+    recipe (the same fingerprint and bytes) before the next iteration trains on it."""
+    from generator.shard import Shard
+
+    cfg = _copy(finished, tmp_path, iterations=2)
+    shard = cfg.iter_dir(0) / "shard-0"
+    before = {rel: (shard / rel).read_bytes() for rel in ("annotations.json", "images/000000.png", "manifest.json")}
+    if damage == "deleted":
+        shutil.rmtree(shard)
+    else:
+        _flip_byte(shard / damage)
+    capsys.readouterr()
+    history = run_loop(cfg)
+    assert [e.iteration for e in history.entries] == [0, 1]
+    Shard(shard).verify()
+    assert {rel: (shard / rel).read_bytes() for rel in before} == before  # same recipe, same bytes
+    repairs = history_json(cfg.work)["iterations"][0]["render"]["repairs"]
+    assert [r["shard"] for r in repairs] == ["iter_0/shard-0"]
+    assert ("missing" if damage == "deleted" else damage) in repairs[0]["problem"]
+    err = capsys.readouterr().err
+    assert "iter_0/shard-0" in err and "re-rendered (same fingerprint)" in err
+    assert not list(cfg.iter_dir(0).glob(".tmp-*"))
+
+
+def test_resume_inside_an_iteration_rerenders_a_corrupt_reused_shard(
+        tmp_path: Path, real: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Killed after iteration 0's shard was rendered: a resume re-renders a shard whose files no
+    longer match its manifest instead of reusing it on its fingerprint (and then failing)."""
+    import trainer.api
+
+    cfg = tiny(tmp_path / "w", real, iterations=1)
+
+    def crash(*args: Any, **kw: Any) -> Any:
+        raise Boom("killed while training")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer.api, "train", crash)
+        with pytest.raises(Boom):
+            run_loop(cfg)
+    shard = cfg.iter_dir(0) / "shard-0"
+    ann = (shard / "annotations.json").read_bytes()
+    _flip_byte(shard / "images" / "000001.png")
+    capsys.readouterr()
+    entry = run_loop(cfg).entries[0]
+    s = entry.render["shards"][0]
+    assert not s["reused"] and "images/000001.png" in s["repaired"]
+    assert (shard / "annotations.json").read_bytes() == ann
+    assert "iter_0/shard-0 images/000001.png does not match" in capsys.readouterr().err
+
+
+def test_a_damaged_shard_whose_recipe_changed_is_a_clear_error(finished: LoopConfig, tmp_path: Path) -> None:
+    """A re-render must give the recorded fingerprint: otherwise the shard is not repaired."""
+    from generator.errors import ShardError
+
+    cfg = _copy(finished, tmp_path, iterations=2)
+    _flip_byte(cfg.iter_dir(0) / "shard-0" / "annotations.json")
+    params = yaml.safe_load((cfg.iter_dir(0) / "params.yaml").read_text())
+    params["uniform_share"] = 0.5
+    (cfg.iter_dir(0) / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ShardError, match=r"^iter_0/shard-0: annotations\.json does not match .* would give "
+                                         r"fingerprint \w+, but history\.json records \w+; restore") as exc:
+        run_loop(cfg)
+    assert "\n" not in str(exc.value)
+    assert len(history_json(cfg.work)["iterations"]) == 1 and not cfg.iter_dir(1).exists()
