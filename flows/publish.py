@@ -89,10 +89,11 @@ def iteration_markdown(cfg: LoopConfig, record: IterationRecord, run_link: str, 
 
 def iteration_artifacts(cfg: LoopConfig, t: Any, record: IterationRecord, tracked: dict[str, Any]) -> None:
     """Publish iteration ``record``'s Markdown summary and change table to Prefect."""
-    from mlflow import MlflowClient
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    exp = MlflowClient(tracking_uri=t.uri).get_experiment_by_name(t.experiment)
+    from flows.tracking import client
+
+    exp = client(t.uri).get_experiment_by_name(t.experiment)
     link = mlflow_link(t.uri, exp.experiment_id if exp else None, tracked["run_id"])
     k = record.iteration
     create_markdown_artifact(iteration_markdown(cfg, record, link, tracked.get("model")),

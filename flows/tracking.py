@@ -25,12 +25,16 @@ and images already there are not logged twice. See docs/lineage.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import math
+import os
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,8 +104,31 @@ def sqlite_path(uri: str) -> Path | None:
 
 @functools.lru_cache(maxsize=16)
 def client(uri: str) -> MlflowClient:
-    """One client per URI (it holds no run state, so threads may share it)."""
-    return MlflowClient(tracking_uri=uri)
+    """One client per URI (it holds no run state, so threads may share it). A sqlite store is
+    opened under :func:`sqlite_creation_lock`: the first use creates its tables and runs its
+    migrations, which two processes must not do at once."""
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    with sqlite_creation_lock(db):
+        c = MlflowClient(tracking_uri=uri)  # opens the tracking store: tables created here
+        c.search_registered_models(max_results=1)  # the model registry's store (the same file)
+    return c
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(db: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``<db>.lock`` (beside the database) while a process
+    opens a sqlite store: MLflow creates the tables and runs alembic migrations on first use,
+    and two processes doing it at once crash (``table ... already exists``, "Online migration
+    expected to match one row"). The kernel drops the lock when its holder dies."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def experiment_id(t: Tracking) -> str:

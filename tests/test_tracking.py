@@ -393,3 +393,44 @@ def test_same_calls_work_against_an_mlflow_server(loop: Tracked, mlflow_api: str
     assert digests["iter_0/shard-0"] == loop.records[0]["render"]["shards"][0]["fingerprint"]
     assert [e["run_id"] for e in lineage(t.uri, f"models:/{t.model_name}@champion")] == [run_id]
     assert run_link(t, run_id) == f"{mlflow_api}/#/experiments/{c.get_run(run_id).info.experiment_id}/runs/{run_id}"
+
+
+# ------------------------------------------------------------------ concurrent first use (issue #15)
+
+
+def _race_first_use(db_dir: str, rounds: int, barrier: Any, worker: int) -> None:
+    """One of several processes: per round, wait for the others, then open the same fresh
+    sqlite store and create the experiment and a run (spawned: module-level)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    from flows.tracking import Tracking, client, experiment_id, sqlite_uri
+
+    for r in range(rounds):
+        t = Tracking(sqlite_uri(Path(db_dir) / f"round{r}.db"), "race", "race-model")
+        barrier.wait(timeout=30)  # a crashed worker breaks it: the others fail fast
+        client(t.uri).create_run(experiment_id(t), run_name=f"worker {worker}")
+
+
+def test_concurrent_first_use_of_a_sqlite_store_creates_it_once(tmp_path: Path) -> None:
+    """Loops (or a loop and a monitor) started at once in an empty directory: every process
+    opens the new store and logs, none crashes on `table ... already exists` or a half-done
+    migration, and there is one experiment."""
+    import multiprocessing as mp
+
+    from mlflow import MlflowClient
+
+    n, rounds = 3, 3
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(n)
+    procs = [ctx.Process(target=_race_first_use, args=(str(tmp_path), rounds, barrier, i)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=50)
+    assert [p.exitcode for p in procs] == [0] * n
+    for r in range(rounds):
+        c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / f'round{r}.db'}")
+        exps = [e for e in c.search_experiments() if e.name == "race"]
+        assert len(exps) == 1
+        assert len(c.search_runs([exps[0].experiment_id])) == n
