@@ -106,9 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if "progress" not in settings.model_fields_set:  # the CLI shows progress unless told not to
         settings = settings.model_copy(update={"progress": True})
     cfg = settings.loop_config()
-    print_plan(settings, cfg)  # first, before waiting for the loop or starting Prefect
-    with workdir_lock.hold(cfg.work, settings.wait_for_loop_s), prefect_api():  # before the server starts
-        rows = closed_loop(settings)
+    # the lock before the server starts; the plan once the loop is ours (a busy loop: one line)
+    with workdir_lock.hold(cfg.work, settings.wait_for_loop_s):
+        print_plan(settings, cfg)
+        with prefect_api():
+            rows = closed_loop(settings)
     print_table(rows)
     print(f"\n{verdict(rows)}")
     t = tracking_for(settings, cfg)
