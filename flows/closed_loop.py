@@ -288,7 +288,7 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
     t, run = tracking_for(settings, cfg), _flow_run_id()
     prepare_real_data(cfg)
     repair_finished(cfg, history)  # before anything is tracked: a shard that cannot be repaired stops here
-    parent = tracking.open_loop_run(t, cfg.study_name, cfg.to_dict(), run)
+    parent = tracking.open_loop_run(t, cfg.study_name, cfg.to_dict(), run, uid=history.identity())
     progress = publish.loop_progress(cfg, len(history.entries))
     previous: str | None = None
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,9 @@ class LoopHistory:
     # a warm start's pre-step (flows/warm_start.py: init model, its report, the first decision);
     # None for a cold start or before the pre-step finished
     init: dict[str, Any] | None = None
+    # this loop's identity in MLflow (flows/tracking.py: the parent run's synthloop.loop_uid tag):
+    # made once per work directory by :meth:`identity`, kept when the directory moves
+    uid: str | None = None
 
     @property
     def path(self) -> Path:
@@ -303,9 +307,20 @@ class LoopHistory:
         self.init = init
         self.save()
 
+    def identity(self) -> str:
+        """This work directory's loop identity (a random id made on first use and saved in
+        history.json): two work directories with the same settings are two loops in MLflow,
+        a moved one is the same loop. Call it with the work directory's lock held."""
+        if self.uid is None:
+            self.uid = uuid.uuid4().hex
+            self.save()
+        return self.uid
+
     def save(self) -> None:
-        data = {"format": HISTORY_FORMAT, "config": self.config,
-                "iterations": [e.to_dict() for e in self.entries]}
+        data: dict[str, Any] = {"format": HISTORY_FORMAT, "config": self.config,
+                                "iterations": [e.to_dict() for e in self.entries]}
+        if self.uid is not None:
+            data["uid"] = self.uid
         atomic.write_json(self.path, {**data, "init": self.init} if self.init is not None else data)
 
     @classmethod
@@ -329,7 +344,9 @@ class LoopHistory:
 
             check_resumed_init(data["init"], cfg)
         new = cfg.to_dict()
-        return cls(work, {**data["config"], **{k: new[k] for k in RESUMABLE}}, entries, data.get("init"))
+        uid = data.get("uid")
+        return cls(work, {**data["config"], **{k: new[k] for k in RESUMABLE}}, entries, data.get("init"),
+                   uid if isinstance(uid, str) and uid else None)
 
 
 def _check_same_loop(old: dict[str, Any], cfg: LoopConfig) -> None:

@@ -47,6 +47,8 @@ from flows.loop_state import RESUMABLE
 from generator.errors import ConfigError, field_error
 
 TAG_LOOP = "synthloop.loop_id"
+TAG_UID = "synthloop.loop_uid"  # the loop's identity: its work directory's LoopHistory.identity()
+TAG_WORKDIR = "synthloop.workdir"  # the resolved work directory of the loop's latest run
 TAG_KIND = "synthloop.kind"  # "loop" (parent) or "iteration" (child)
 TAG_ITERATION = "synthloop.iteration"
 TAG_PREVIOUS = "synthloop.previous_run_id"
@@ -178,16 +180,21 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_params(t: Tracking, run_id: str, params: dict[str, str]) -> None:
-    """Log the params the run lacks (in batches of 100); a param already logged with another
-    value is a ConfigError (MLflow params are immutable)."""
-    c = client(t.uri)
-    have = c.get_run(run_id).data.params
+def _check_params(run_id: str, have: dict[str, str], params: dict[str, str]) -> None:
+    """A param already logged with another value is a ConfigError (MLflow params are immutable)."""
     for key, value in sorted(params.items()):
         if key in have and have[key] != value:
             raise ConfigError(f"tracking: run {run_id} already has param {key}={have[key]!r}, but got {value!r}; "
                               "MLflow params are immutable: resume with the same settings or use another "
                               "loop id / experiment")
+
+
+def log_params(t: Tracking, run_id: str, params: dict[str, str]) -> None:
+    """Log the params the run lacks (in batches of 100); a param already logged with another
+    value is a ConfigError (MLflow params are immutable)."""
+    c = client(t.uri)
+    have = c.get_run(run_id).data.params
+    _check_params(run_id, have, params)
     new = [Param(k, v) for k, v in sorted(params.items()) if k not in have]
     for i in range(0, len(new), MAX_PARAMS_PER_BATCH):
         c.log_batch(run_id, params=new[i:i + MAX_PARAMS_PER_BATCH])
@@ -203,22 +210,42 @@ def _reopen(c: MlflowClient, run: Run) -> None:
         c.update_run(run.info.run_id, status="RUNNING")
 
 
-def open_loop_run(t: Tracking, loop_id: str, config: dict[str, Any], flow_run_id: str | None = None) -> str:
-    """Find or create the loop's parent run (one per ``loop_id`` in the experiment; a resume
-    gets the same run back, set RUNNING again). The config is logged as params, except the
-    settings a resume may change (``flows.loop_state.RESUMABLE``), which become
-    ``synthloop.config.<key>`` tags."""
-    c, eid = client(t.uri), experiment_id(t)
+def _loop_run(c: MlflowClient, eid: str, loop_id: str, uid: str | None, config: dict[str, Any]) -> Run | None:
+    """The parent run of loop ``uid`` (tag ``synthloop.loop_uid``). A parent logged before loops
+    had an identity (no such tag) is this loop's only when its ``synthloop.config.workdir`` is
+    this config's; without ``uid``, only such untagged parents match."""
     found = _find_runs(c, eid, {TAG_LOOP: loop_id, TAG_KIND: "loop"})
-    if found:
-        run = found[0]
+    mine = [r for r in found if uid is not None and r.data.tags.get(TAG_UID) == uid]
+    legacy = [r for r in found if TAG_UID not in r.data.tags
+              and (uid is None or r.data.tags.get("synthloop.config.workdir") == _value(config.get("workdir")))]
+    runs = mine or legacy
+    return runs[0] if runs else None
+
+
+def open_loop_run(t: Tracking, loop_id: str, config: dict[str, Any], flow_run_id: str | None = None,
+                  uid: str | None = None) -> str:
+    """Find or create the loop's parent run: one per loop identity ``uid`` (the work
+    directory's :meth:`~flows.loop_state.LoopHistory.identity`, tag ``synthloop.loop_uid``) and
+    ``loop_id`` in the experiment, so a second work directory with the same settings is a
+    second parent run; a resume gets the same run back, set RUNNING again. The config is
+    logged as params, except the settings a resume may change (``flows.loop_state.RESUMABLE``),
+    which become ``synthloop.config.<key>`` tags (and ``synthloop.workdir``, resolved). Params
+    that clash with the run's are a ConfigError raised before the run is touched."""
+    c, eid = client(t.uri), experiment_id(t)
+    params = {k: v for k, v in flatten(config).items() if k.split(".")[0] not in RESUMABLE}
+    identity = {TAG_LOOP: loop_id, TAG_KIND: "loop", **({TAG_UID: uid} if uid else {})}
+    run = _loop_run(c, eid, loop_id, uid, config)
+    if run is not None:
+        _check_params(str(run.info.run_id), run.data.params, params)  # refused: nothing changed
         _reopen(c, run)
     else:
-        run = c.create_run(eid, run_name=f"loop {loop_id}", tags={TAG_LOOP: loop_id, TAG_KIND: "loop"})
+        run = c.create_run(eid, run_name=f"loop {loop_id}", tags=identity)
     run_id = run.info.run_id
-    log_params(t, run_id, {k: v for k, v in flatten(config).items() if k.split(".")[0] not in RESUMABLE})
+    log_params(t, run_id, params)
     tags = {f"synthloop.config.{k}": _value(config[k]) for k in RESUMABLE if k in config}
-    _set_tags(c, run_id, {**tags, **({TAG_FLOW_RUN: flow_run_id} if flow_run_id else {})})
+    if config.get("workdir"):
+        tags[TAG_WORKDIR] = str(Path(config["workdir"]).resolve())
+    _set_tags(c, run_id, {**identity, **tags, **({TAG_FLOW_RUN: flow_run_id} if flow_run_id else {})})
     return str(run_id)
 
 

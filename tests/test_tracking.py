@@ -434,3 +434,57 @@ def test_concurrent_first_use_of_a_sqlite_store_creates_it_once(tmp_path: Path) 
         exps = [e for e in c.search_experiments() if e.name == "race"]
         assert len(exps) == 1
         assert len(c.search_runs([exps[0].experiment_id])) == n
+
+
+# ------------------------------------------------------------------ a loop's identity (issue #15)
+
+
+def _loop_config(work: Path, seed: int = 0) -> dict[str, Any]:
+    return {"workdir": str(work), "scenario": "digits", "seed": seed, "iterations": 2, "policy": "optuna"}
+
+
+def test_a_second_workdir_with_the_same_settings_is_a_second_loop_in_mlflow(tmp_path: Path) -> None:
+    """Two work directories, same settings (so the same loop id and experiment): two parent
+    runs, each keeping its own work directory; each resumes its own; a moved work directory
+    (same history.json identity) is still its loop."""
+    from flows.loop_state import LoopConfig, LoopHistory
+    from flows.tracking import Tracking, client, close_run, default_tracking_uri, open_loop_run
+
+    t = Tracking.for_loop(default_tracking_uri(tmp_path / "store"), "identity", "digits")
+    c = client(t.uri)
+    histories = {name: LoopHistory.open(LoopConfig(workdir=str(tmp_path / name))) for name in ("a", "b")}
+    uids = {name: h.identity() for name, h in histories.items()}
+    assert uids["a"] != uids["b"]
+    parents = {name: open_loop_run(t, "same-loop", _loop_config(tmp_path / name), uid=uids[name]) for name in "ab"}
+    assert parents["a"] != parents["b"]
+    for name in "ab":
+        tags = c.get_run(parents[name]).data.tags
+        assert tags["synthloop.workdir"] == str((tmp_path / name).resolve())
+        assert tags["synthloop.config.workdir"] == str(tmp_path / name)
+        close_run(t, parents[name])
+    reopened = LoopHistory.open(LoopConfig(workdir=str(tmp_path / "a")))
+    assert reopened.identity() == uids["a"]  # saved in history.json
+    assert open_loop_run(t, "same-loop", _loop_config(tmp_path / "a"), uid=reopened.identity()) == parents["a"]
+    moved = open_loop_run(t, "same-loop", _loop_config(tmp_path / "a-moved"), uid=uids["a"])
+    assert moved == parents["a"]
+    assert c.get_run(parents["b"]).data.tags["synthloop.workdir"] == str((tmp_path / "b").resolve())
+    assert c.get_run(parents["b"]).info.status == "FINISHED"
+
+
+def test_a_refused_run_with_clashing_settings_changes_nothing_in_mlflow(tmp_path: Path) -> None:
+    """Clashing settings are refused before any run is touched: the finished parent stays
+    FINISHED with its tags, params and no new run."""
+    from flows.tracking import Tracking, client, close_run, default_tracking_uri, open_loop_run
+
+    t = Tracking.for_loop(default_tracking_uri(tmp_path / "store"), "refused", "digits")
+    c = client(t.uri)
+    parent = open_loop_run(t, "loop", _loop_config(tmp_path / "w"), "flow-1")
+    close_run(t, parent)
+    before = c.get_run(parent)
+    with pytest.raises(ConfigError, match=r"^tracking: run \w+ already has param seed='0', but got '1'"):
+        open_loop_run(t, "loop", {**_loop_config(tmp_path / "w", seed=1), "iterations": 5}, "flow-2")
+    after = c.get_run(parent)
+    assert after.info.status == "FINISHED" and after.info.end_time == before.info.end_time
+    assert after.data.tags == before.data.tags and after.data.params == before.data.params
+    assert len(c.search_runs([after.info.experiment_id])) == 1
+
