@@ -97,22 +97,51 @@ def _version_of_run(c: MlflowClient, name: str, run_id: str) -> ModelVersion | N
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
-def _ready_model_of_run(c: MlflowClient, experiment: str, run_id: str, k: int) -> str | None:
-    """A finished logged model of this run and iteration (a crash before registering left it)."""
-    for m in c.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'"):
-        if str(m.status) in ("READY", "LoggedModelStatus.READY") and m.tags.get(TAG_ITERATION) == str(k):
-            return str(m.model_id)
+def _ready(m: Any) -> bool:
+    return str(m.status) in ("READY", "LoggedModelStatus.READY")
+
+
+def _model_of_run(c: MlflowClient, experiment: str, run_id: str, k: int) -> tuple[str, bool] | None:
+    """``(model_id, ready)`` of this run's logged model of iteration ``k``, if there is one: a
+    READY one (a crash before registering left it), else the oldest unfinished one (a process
+    killed while uploading left it PENDING, or an upload failed): it is filled again and
+    finalized rather than joined by a second ``detector-iter<k>``."""
+    models = [m for m in c.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+              if m.tags.get(TAG_ITERATION) == str(k)]
+    ready = [m for m in models if _ready(m)]
+    if ready:
+        return str(ready[0].model_id), True
+    if models:
+        return str(min(models, key=lambda m: m.creation_timestamp or 0).model_id), False
     return None
+
+
+def _logged_model(c: MlflowClient, experiment: str, run_id: str, model_dir: Path, k: int) -> str:
+    """The logged model of iteration ``k`` on ``run_id``: the READY one already there, else the
+    unfinished one left by a killed upload (filled and finalized), else a new one."""
+    found = _model_of_run(c, experiment, run_id, k)
+    if found is not None and found[1]:
+        return found[0]
+    if found is not None:
+        return _fill_logged_model(c, c.get_logged_model(found[0]), run_id, model_dir, k)
+    return _new_logged_model(c, experiment, run_id, model_dir, k)
 
 
 def _new_logged_model(c: MlflowClient, experiment: str, run_id: str, model_dir: Path, k: int) -> str:
     """Create, fill and finalize a logged model from the checkpoint directory."""
-    import mlflow.pyfunc
-    from mlflow.models import Model
-
     lm = c.create_logged_model(experiment, name=f"detector-iter{k}", source_run_id=run_id,
                                tags={TAG_ITERATION: str(k), "synthloop.checkpoint": str(model_dir.resolve())},
                                model_type="synthloop-detector")
+    return _fill_logged_model(c, lm, run_id, model_dir, k)
+
+
+def _fill_logged_model(c: MlflowClient, lm: Any, run_id: str, model_dir: Path, k: int) -> str:
+    """Save the checkpoint as a pyfunc model into ``lm``'s artifacts (again, for a model a
+    killed upload left unfinished: files are overwritten), record it as the run's output at
+    step ``k`` (once) and finalize it READY (FAILED on an error)."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
     try:
         with tempfile.TemporaryDirectory(prefix="synthloop-model-") as tmp:
             local = Path(tmp) / "model"
@@ -122,7 +151,9 @@ def _new_logged_model(c: MlflowClient, experiment: str, run_id: str, model_dir: 
                                      pip_requirements=_requirements(), mlflow_model=meta,
                                      metadata={"synthloop_iteration": k})
             c.log_model_artifacts(lm.model_id, str(local))
-        c.log_outputs(run_id, [LoggedModelOutput(lm.model_id, step=k)])
+        outputs = c.get_run(run_id).outputs
+        if not any(o.model_id == lm.model_id for o in (outputs.model_outputs if outputs else [])):
+            c.log_outputs(run_id, [LoggedModelOutput(lm.model_id, step=k)])
         c.finalize_logged_model(lm.model_id, "READY")
     except BaseException:
         c.finalize_logged_model(lm.model_id, "FAILED")
@@ -188,8 +219,7 @@ def log_model(t: Tracking, run_id: str, model_dir: Path, k: int, metric: float |
     mv = _version_of_run(c, t.model_name, run_id)
     if mv is None:
         experiment = c.get_run(run_id).info.experiment_id
-        model_id = _ready_model_of_run(c, experiment, run_id, k) or _new_logged_model(c, experiment, run_id,
-                                                                                      model_dir, k)
+        model_id = _logged_model(c, experiment, run_id, model_dir, k)
         tags = {TAG_RUN: run_id, TAG_ITERATION: str(k), TAG_MODEL_ID: model_id, TAG_METRIC_NAME: metric_name,
                 TAG_METRIC: repr(float(metric)) if _finite(metric) else "none"}  # type: ignore[arg-type]
         mv = c.create_model_version(t.model_name, source=c.get_logged_model(model_id).artifact_location,

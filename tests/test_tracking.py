@@ -488,3 +488,45 @@ def test_a_refused_run_with_clashing_settings_changes_nothing_in_mlflow(tmp_path
     assert after.data.tags == before.data.tags and after.data.params == before.data.params
     assert len(c.search_runs([after.info.experiment_id])) == 1
 
+
+# ------------------------------------------------------------------ a kill during model upload (issue #15)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs (no FAILED status either)."""
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_during_model_upload_finishes_the_pending_model(
+        loop: Tracked, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while uploading iteration 0's model: the logged model stays PENDING. The resume
+    fills and finalizes that one (exactly one detector-iter0, READY, one version), no duplicate."""
+    from mlflow import MlflowClient
+
+    from flows.tracking import Tracking, client, default_tracking_uri, open_iteration_run, open_loop_run
+    from flows.tracking_model import log_model
+
+    t = Tracking.for_loop(default_tracking_uri(tmp_path / "store"), "pending", "digits")
+    c = client(t.uri)
+    parent = open_loop_run(t, "pending", loop.config)
+    run_id, _ = open_iteration_run(t, parent, 0, None)
+
+    def killed(*args: Any, **kw: Any) -> None:
+        raise _Killed("SIGKILL during the upload")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(MlflowClient, "log_model_artifacts", killed)
+        mp.setattr(MlflowClient, "finalize_logged_model", killed)  # the process is gone: nothing finalizes
+        with pytest.raises(_Killed):
+            log_model(t, run_id, loop.work / "iter_0" / "model", 0, 0.3)
+    eid = c.get_run(run_id).info.experiment_id
+    [pending] = c.search_logged_models([eid])
+    assert "PENDING" in str(pending.status) and pending.name == "detector-iter0"
+    out = log_model(t, run_id, loop.work / "iter_0" / "model", 0, 0.3)
+    models = c.search_logged_models([eid])
+    assert [(m.name, str(m.status).rsplit(".", 1)[-1]) for m in models] == [("detector-iter0", "READY")]
+    assert out["model_id"] == pending.model_id
+    assert [str(v.version) for v in c.search_model_versions(f"name = '{t.model_name}'")] == ["1"]
+    run = c.get_run(run_id)
+    assert [o.model_id for o in run.outputs.model_outputs] == [pending.model_id]
+    assert log_model(t, run_id, loop.work / "iter_0" / "model", 0, 0.3) == out
