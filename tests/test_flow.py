@@ -170,3 +170,31 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path: Path, change: di
     assert str(exc.value).startswith(field) and "\n" not in str(exc.value)
     assert main(args) == 2
     assert not (tmp_path / "loop").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_resume_repairs_a_corrupted_finished_shard_in_the_flow(loop_run: dict[str, Any], tmp_path: Path) -> None:
+    """A byte flipped in a finished iteration's shard: the flow's next run re-renders it (in its
+    process pool) from its recipe before anything trains or is tracked, with the same bytes, and
+    tracks nothing twice."""
+    import shutil
+
+    from flows.closed_loop import closed_loop
+    from generator.shard import Shard
+
+    s = loop_run["settings"]
+    work = tmp_path / "copy"
+    shutil.copytree(Path(s.workdir), work / "loop")
+    shutil.copy(Path(s.tracking_uri.removeprefix("sqlite:///")), work / "mlflow.db")
+    copy = settings(work, Path(s.real_dir))
+    shard = work / "loop" / "iter_0" / "shard-1"
+    ann = (shard / "annotations.json").read_bytes()
+    data = bytearray((shard / "annotations.json").read_bytes())
+    data[10] ^= 0x01
+    (shard / "annotations.json").write_bytes(bytes(data))
+    assert closed_loop(copy) == loop_run["rows"]
+    Shard(shard).verify()
+    assert (shard / "annotations.json").read_bytes() == ann
+    entry = json.loads((work / "loop" / "history.json").read_text())["iterations"][0]
+    assert [r["shard"] for r in entry["render"]["repairs"]] == ["iter_0/shard-1"]
+    assert mlflow_state(copy) == {**loop_run["state"], "runs": mlflow_state(copy)["runs"]}
+    assert len(mlflow_state(copy)["runs"]) == len(loop_run["state"]["runs"])
