@@ -198,3 +198,29 @@ def test_resume_repairs_a_corrupted_finished_shard_in_the_flow(loop_run: dict[st
     assert [r["shard"] for r in entry["render"]["repairs"]] == ["iter_0/shard-1"]
     assert mlflow_state(copy) == {**loop_run["state"], "runs": mlflow_state(copy)["runs"]}
     assert len(mlflow_state(copy)["runs"]) == len(loop_run["state"]["runs"])
+
+
+def test_resume_inside_an_iteration_rerenders_a_corrupt_cached_shard_in_the_flow(
+        loop_run: dict[str, Any], tmp_path: Path) -> None:
+    """Killed before iteration 1's history entry, its shard then damaged: Prefect's cache on the
+    shard fingerprint must not stand in for the shard; it is re-rendered (same bytes) and noted."""
+    import shutil
+
+    from flows.closed_loop import closed_loop
+
+    s = loop_run["settings"]
+    work = tmp_path / "copy"
+    shutil.copytree(Path(s.workdir), work / "loop")
+    shutil.copy(Path(s.tracking_uri.removeprefix("sqlite:///")), work / "mlflow.db")
+    data = json.loads((work / "loop" / "history.json").read_text())
+    (work / "loop" / "history.json").write_text(json.dumps({**data, "iterations": data["iterations"][:1]}))
+    shard = work / "loop" / "iter_1" / "shard-0"
+    ann = (shard / "annotations.json").read_bytes()
+    image = shard / "images" / "000001.png"
+    image.write_bytes(image.read_bytes()[:-7])  # truncated
+    assert [r["iteration"] for r in closed_loop(settings(work, Path(s.real_dir)))] == [0, 1]
+    entry = json.loads((work / "loop" / "history.json").read_text())["iterations"][1]
+    first, second = entry["render"]["shards"]
+    assert "images/000001.png" in first["repaired"] and not first["reused"] and "repaired" not in second
+    assert (shard / "annotations.json").read_bytes() == ann
+    assert entry["render"]["fingerprint"] == loop_run["history"]["iterations"][1]["render"]["fingerprint"]
