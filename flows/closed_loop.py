@@ -200,8 +200,8 @@ def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.R
     futures = [render_shard.submit(cfg, k, params, i, fp, out) for i, fp, out in jobs]
     steps = [f.result() for f in futures]
     for j, (i, fp, out) in enumerate(jobs):
-        if shard_problem(out, fp) is not None:
-            steps[j] = render_shard.with_options(refresh_cache=True)(cfg, k, params, i, fp, out)
+        if shard_problem(out, fp) is not None:  # rendered in a worker process too (one GL context each)
+            steps[j] = render_shard.with_options(refresh_cache=True).submit(cfg, k, params, i, fp, out).result()
     loop.render_summary(cfg, k, steps, time.perf_counter() - t0)  # the render stage's one line
     return steps
 
