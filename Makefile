@@ -31,10 +31,11 @@ $(STAMP): pyproject.toml requirements.lock | sysdeps
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
-# the closed loop on the embedded defaults (flows/settings.py): 3 iterations on 2 CPU cores,
-# Prefect's temporary server, MLflow in runs/mlflow.db; a second `make demo` resumes (no work).
+# the closed loop on the embedded defaults (flows/settings.py), warm-started from the committed
+# base model (trainer/base_models/digits): 3 iterations on 2 CPU cores, Prefect's temporary
+# server, MLflow in runs/mlflow.db; a second `make demo` resumes (no work).
 demo: $(STAMP)
-	$(VENV)/bin/synthloop run
+	$(VENV)/bin/synthloop run --init trainer/base_models/digits --set lr=0.0005
 
 # re-run the recipe of the committed base model (trainer/base_models/digits: the loop's warm
 # start): 4,000 uniform images, 1,500 steps x 32 synthetic-only, scored on real-val (~25 min on 2 cores)
