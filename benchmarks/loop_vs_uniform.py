@@ -157,7 +157,7 @@ def run_arm(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int, ba
     finetune_s = time.perf_counter() - t1
     row: dict[str, Any] = {"arm": arm, "policy": ARMS[arm], "seed": seed, "curve": curve,
                            "loop_s": round(loop_s, 1), "finetune_s": round(finetune_s, 1),
-                           "models": {"synthetic": str(final), "hybrid": str(hybrid)}}
+                           "models": {"synthetic": shown(final), "hybrid": shown(hybrid)}}
     last = curve[-1]  # the final model's real-test score is the curve's last point
     row["synthetic"] = {"real-test": {"map50": last["map50"], "worst_recall": last["worst_recall"]}}
     row["hybrid"] = {"real-test": score(hybrid, cfg.real_root / "real-test", cfg.work / "score-hybrid-real-test",
@@ -170,6 +170,17 @@ def run_arm(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int, ba
           f"hybrid {fmt(row['hybrid']['real-test']['map50'])} ({loop_s + finetune_s:.0f} s)", file=sys.stderr,
           flush=True)
     return row
+
+
+def shown(path: Path | str | None) -> str | None:
+    """A path as the JSON records it: relative to the working directory when inside it (no
+    machine-specific prefix in a committed result), else as given."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def fmt(x: float | None, nd: int = 3) -> str:
@@ -390,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     arm_stats = per_arm(rows, names)
     cmp = compare(rows, names) if set(arms) == set(ARMS) else {}
     result = {"benchmark": "loop_vs_uniform/2", "preset": args.preset, "settings": p, "seeds": seeds, "arms": ARMS,
-              "finetune_lr": FINETUNE_LR, "base_model": str(base),
-              "replay": args.replay and str(args.replay), "calibration": calibration and str(calibration),
+              "finetune_lr": FINETUNE_LR, "base_model": shown(base),
+              "replay": shown(args.replay), "calibration": shown(calibration),
               "calibration_s": round(calib_s, 1),
               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.python_version()}",
               "wall_s": round(time.perf_counter() - t0, 1), "base_real_test": base_test,

@@ -71,7 +71,7 @@ def _load_shard(path: Path, max_images: int, seed: int) -> RealSet:
 
 
 def _refuse_inside_held_out(path: Path) -> None:
-    """A frames directory inside the real-test shard (e.g. ``real-test/images``) is real-test too."""
+    """Refuse a frames directory that lies inside the held-out shard (e.g. its ``images/``)."""
     for parent in path.resolve().parents:
         manifest = parent / "manifest.json"
         if manifest.is_file():
