@@ -257,23 +257,30 @@ def open_iteration_run(t: Tracking, parent_id: str, k: int, previous_id: str | N
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise field_error("open_iteration_run.k", "must be an integer >= 0", k)
     c = client(t.uri)
-    parent = c.get_run(parent_id)
-    eid = parent.info.experiment_id
-    found = _find_runs(c, eid, {TAG_PARENT: parent_id, TAG_ITERATION: str(k)})
-    if found and found[0].info.status == "FINISHED":
-        return str(found[0].info.run_id), True
-    if found:
-        run = found[0]
-        _reopen(c, run)
-    else:
-        tags = {TAG_PARENT: parent_id, TAG_ITERATION: str(k), TAG_KIND: "iteration",
-                TAG_LOOP: parent.data.tags.get(TAG_LOOP, "")}
-        run = c.create_run(eid, run_name=f"iter {k}", tags=tags)
+    run, finished = open_child(c, c.get_run(parent_id), {TAG_PARENT: parent_id, TAG_ITERATION: str(k)},
+                               f"iter {k}", {TAG_KIND: "iteration"})
+    if finished:
+        return str(run.info.run_id), True
     tags = {TAG_PREVIOUS: previous_id} if previous_id else {}
     if previous_id:
         c.get_run(previous_id)  # raises when the previous run is not in this store
     _set_tags(c, run.info.run_id, {**tags, **({TAG_FLOW_RUN: flow_run_id} if flow_run_id else {})})
     return str(run.info.run_id), False
+
+
+def open_child(c: Any, parent: Any, match: dict[str, str], name: str,
+               extra: dict[str, str]) -> tuple[Any, bool]:
+    """The child run of ``parent`` whose tags include ``match``, else a new one named ``name``
+    (tags ``match`` + ``extra`` + the loop's): ``(run, finished)``. A found run that is not
+    FINISHED (a killed or failed attempt) is set RUNNING again for reuse."""
+    found = _find_runs(c, parent.info.experiment_id, match)
+    if found and found[0].info.status == "FINISHED":
+        return found[0], True
+    if found:
+        _reopen(c, found[0])
+        return found[0], False
+    tags = {**match, **extra, TAG_LOOP: parent.data.tags.get(TAG_LOOP, "")}
+    return c.create_run(parent.info.experiment_id, run_name=name, tags=tags), False
 
 
 def iteration_runs(t: Tracking, parent_id: str) -> dict[int, str]:

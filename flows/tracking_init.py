@@ -31,21 +31,19 @@ from flows.tracking import (
     TAG_FLOW_RUN,
     TAG_ITERATION,
     TAG_KIND,
-    TAG_LOOP,
     TAG_PARENT,
     TAG_WEAKEST,
     Tracking,
-    _find_runs,
     _log_metrics,
     _log_parent_curve,
     _read_json,
-    _reopen,
     _set_tags,
     client,
     close_run,
     flatten,
     log_model,
     log_params,
+    open_child,
 )
 from flows.tracking_artifacts import REPORT_FILES
 
@@ -57,17 +55,10 @@ TAG_INIT_RUN = "synthloop.init_run_id"  # on iteration 0's run
 def open_init_run(t: Tracking, parent_id: str, flow_run_id: str | None = None) -> tuple[str, bool]:
     """Find or create the loop's init run under ``parent_id``: ``(run_id, already_finished)``."""
     c = client(t.uri)
-    parent = c.get_run(parent_id)
-    found = _find_runs(c, parent.info.experiment_id, {TAG_PARENT: parent_id, TAG_KIND: KIND_INIT})
-    if found and found[0].info.status == "FINISHED":
-        return str(found[0].info.run_id), True
-    if found:
-        run = found[0]
-        _reopen(c, run)
-    else:
-        tags = {TAG_PARENT: parent_id, TAG_KIND: KIND_INIT, TAG_ITERATION: str(INIT_STEP),
-                TAG_LOOP: parent.data.tags.get(TAG_LOOP, "")}
-        run = c.create_run(parent.info.experiment_id, run_name="init model", tags=tags)
+    run, finished = open_child(c, c.get_run(parent_id), {TAG_PARENT: parent_id, TAG_KIND: KIND_INIT},
+                               "init model", {TAG_ITERATION: str(INIT_STEP)})
+    if finished:
+        return str(run.info.run_id), True
     _set_tags(c, run.info.run_id, {TAG_FLOW_RUN: flow_run_id} if flow_run_id else {})
     return str(run.info.run_id), False
 
