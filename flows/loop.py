@@ -293,9 +293,14 @@ def train_data(cfg: LoopConfig, shards: list[Path]) -> list[tuple[Path, float]]:
     if cfg.replay:
         from generator.shard import Shard
 
-        mass = sum(w * len(Shard(p).coco["images"]) for p, w in data)
+        def images(path: Path) -> int:  # the manifest's count: no need to read annotations.json
+            shard = Shard(path)
+            n = (shard.manifest.get("counts") or {}).get("images")
+            return int(n) if isinstance(n, int) else len(shard.coco["images"])
+
+        mass = sum(w * images(p) for p, w in data)
         replay = [Path(p) for p in cfg.replay]
-        count = sum(len(Shard(p).coco["images"]) for p in replay)
+        count = sum(images(p) for p in replay)
         w = round(cfg.replay_share / (1 - cfg.replay_share) * mass / count, 6)
         data = [(p, w) for p in replay] + data
     if cfg.strategy == "mixed":
