@@ -2,7 +2,9 @@
 
 Each subcommand lives in :mod:`flows.commands.<module>` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Heavy libraries are imported inside ``run`` so ``--help`` stays fast.
-User errors (:class:`generator.errors.SynthloopError`) print one line and exit 2.
+User errors (:class:`generator.errors.SynthloopError`) print one line and exit 2; a failing disk
+exits 74; Ctrl-C / SIGTERM stop everything the command started and exit 130 / 143
+(:mod:`flows.process_guard`, which also stops it all if the command is SIGKILLed).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before anything can import OpenGL
@@ -59,14 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from flows import process_guard
+
     try:
-        return int(args.func(args) or 0)
+        with process_guard.guard():  # Ctrl-C, SIGTERM or its death stop all it started
+            return int(args.func(args) or 0)
     except SynthloopError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; nothing partial was published", file=sys.stderr)
-        return 130
+        sig = process_guard.received() or signal.SIGINT
+        print(f"error: interrupted ({signal.Signals(sig).name}); nothing partial was published and a loop "
+              "resumes where it stopped", file=sys.stderr)
+        return 128 + int(sig)
     except OSError as exc:  # a full disk, a read-only or vanished mount: the machine, not the input
         if os.environ.get("SYNTHLOOP_DEBUG") == "1":
             raise

@@ -36,8 +36,11 @@ errors only; a training divergence or a bad input fails the run at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,7 +53,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from flows import loop, publish, tracking, tracking_init, warm_start, workdir_lock
+from flows import loop, process_guard, publish, tracking, tracking_init, warm_start, workdir_lock
 from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
 from flows.settings import DATA_DIR, LoopSettings
 from generator.params import GenerationParams
@@ -243,9 +246,7 @@ def prefect_api() -> Iterator[str]:
     if url:
         yield str(url)
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _session_server()
     server.start(timeout=120)
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
@@ -265,18 +266,46 @@ def prefect_api() -> Iterator[str]:
             server.stop()
 
 
+def _session_server() -> Any:
+    """Prefect's temporary server (``SubprocessASGIServer``) started in a session of its own, so a
+    terminal's Ctrl-C, which reaches the whole foreground process group, does not stop it while
+    the flow still has to record how it ended (it used to: the flow then retried the dead server
+    for minutes). :func:`prefect_api` stops it last; :mod:`flows.process_guard`'s reaper stops it
+    if this process is killed. The command line is Prefect's own ``_run_uvicorn_command``
+    (prefect 3.x); tests/test_stop_signals.py checks the server leaves the process group."""
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class SessionServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+                 "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+                env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                     "PREFECT__SERVER_FINAL": "1",
+                     **get_current_settings().to_environment_variables(exclude_unset=True)},
+                start_new_session=True)
+
+    return SessionServer()
+
+
 def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
     return str(flow_run.id) if flow_run.id else None
 
 
-@flow(name="closed-loop", task_runner=ProcessPoolTaskRunner(), log_prints=True)  # type: ignore[arg-type]
+@flow(name="closed-loop", task_runner=ProcessPoolTaskRunner(initializer=process_guard.worker_init),
+      log_prints=True)  # type: ignore[arg-type]
 def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     """Render → train → evaluate on real-val → policy, ``iterations`` times, tracked in MLflow."""
     settings = settings or LoopSettings()
     cfg = settings.loop_config()
-    with workdir_lock.hold(cfg.work, settings.wait_for_loop_s):  # one run per loop work directory
+    # Prefect's engine holds SIGTERM for the run; under a synthloop command it takes Ctrl-C's path
+    stops = process_guard.stop_signals() if process_guard.guarded() else contextlib.nullcontext()
+    with stops, workdir_lock.hold(cfg.work, settings.wait_for_loop_s):  # one run per loop work directory
         return _closed_loop(settings, cfg)
 
 

@@ -29,6 +29,7 @@ from generator.render.fake import GL_TO_CV, camera_points
 from generator.sampling import Sampler, SceneSample, image_seeds
 from generator.scenario import Scenario, load_scenario
 from generator.shard import ImageEntry, ImageRecord, ObjectRecord, Shard, ShardWriter, encode_image
+from generator.workers import exit_on_sigint
 
 BACKENDS = ("pyrender", "fake")
 
@@ -147,6 +148,7 @@ _WORKER: ImageRenderer | None = None
 
 def _init_worker(scenario_source: str, params: dict[str, Any], job_args: dict[str, Any], root: str) -> None:
     global _WORKER
+    exit_on_sigint()  # the parent reports a Ctrl-C; a worker just ends
     job = RenderJob(scenario=load_scenario(scenario_source), params=GenerationParams.model_validate(params), **job_args)
     _WORKER = ImageRenderer(job, Path(root))
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,25 +74,48 @@ def ephemeral_env(home: Path) -> dict[str, str]:
 # ---- processes ---------------------------------------------------------------------------------
 
 
+_TOKENS: dict[int, str] = {}  # pid of a started command -> the process-tree token its descendants carry
+
+
 def start_group(cmd: list[str], *, env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in a new process group (stdout + stderr appended to ``log``)."""
+    """Start ``cmd`` in a new process group (stdout + stderr appended to ``log``), tagged with a
+    process-tree token (:mod:`flows.process_guard`) so that :func:`left_running` also finds what
+    it started outside its group (the temporary Prefect server runs in a session of its own)."""
+    from flows.process_guard import TREE_ENV
+
     cwd.mkdir(parents=True, exist_ok=True)
+    token = f"test-{uuid.uuid4().hex[:12]}"
     with log.open("ab") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**env, TREE_ENV: token}, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    _TOKENS[proc.pid] = token
+    return proc
 
 
-def kill_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> list[int]:
-    """SIGKILL ``proc``'s whole process group; the pids still alive after ``timeout`` (want [])."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def left_running(proc: subprocess.Popen[bytes]) -> list[int]:
+    """Live processes of ``proc``'s group or of its process tree (wherever they moved to)."""
+    from flows.process_guard import tree_pids
+
+    return sorted(set(servers.group_pids(proc.pid)) | set(tree_pids(_TOKENS[proc.pid])))
+
+
+def wait_gone(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> list[int]:
+    """Wait up to ``timeout`` s for everything ``proc`` started to end; what is left (want [])."""
     deadline = time.monotonic() + timeout
-    while servers.group_pids(proc.pid) and time.monotonic() < deadline:
+    while left_running(proc) and time.monotonic() < deadline:
         proc.poll()
         time.sleep(0.1)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=1.0)
-    return servers.group_pids(proc.pid)
+    return left_running(proc)
+
+
+def kill_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> list[int]:
+    """SIGKILL ``proc``'s whole process group; the pids of its group or tree still alive after
+    ``timeout`` (want []: what runs outside the group is stopped by the command's reaper)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return wait_gone(proc, timeout)
 
 
 @contextlib.contextmanager

@@ -98,6 +98,14 @@ def live_servers() -> dict[int, str]:
     return dict(_LIVE)
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line ("" once it has gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return ""
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a log file ('' when there is none)."""
     try:

@@ -224,3 +224,40 @@ def test_resume_inside_an_iteration_rerenders_a_corrupt_cached_shard_in_the_flow
     assert "images/000001.png" in first["repaired"] and not first["reused"] and "repaired" not in second
     assert (shard / "annotations.json").read_bytes() == ann
     assert entry["render"]["fingerprint"] == loop_run["history"]["iterations"][1]["render"]["fingerprint"]
+
+
+def test_a_failed_disk_write_marks_the_parent_run_failed_and_the_loop_resumes_once_fixed(
+        prefect: None, real: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #15, item 10: iteration 1's checkpoint write fails as on a full disk (torch's zip
+    writer error); the flow raises the OSError, the loop's MLflow parent run is FAILED (not left
+    RUNNING), and once the disk is fixed the same loop finishes from iteration 1."""
+    import torch
+    from mlflow import MlflowClient
+
+    from flows.closed_loop import closed_loop
+    from flows.tracking import TAG_KIND
+
+    s = settings(tmp_path, real, experiment="flow-full-disk", model_name="flow-full-disk")
+    save = torch.save
+
+    def full_disk_in_iteration_1(obj: Any, f: Any, *a: Any, **k: Any) -> None:
+        if "iter_1" in str(f):
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+        save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_disk_in_iteration_1)
+    with pytest.raises(OSError, match="writing the checkpoint failed"):
+        closed_loop(s)
+    client = MlflowClient(tracking_uri=s.tracking_uri)
+    exp = client.get_experiment_by_name(s.experiment)
+
+    def parents() -> list[str]:
+        runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'loop'")
+        return [r.info.status for r in runs]
+
+    assert parents() == ["FAILED"]
+    assert len(LoopHistory.open(s.loop_config()).entries) == 1  # iteration 0 kept
+    monkeypatch.setattr(torch, "save", save)  # space freed
+    rows = closed_loop(s)
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert parents() == ["FINISHED"]  # the same parent, reopened and finished

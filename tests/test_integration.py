@@ -19,6 +19,9 @@ three loop runs (each pays for a Prefect server or runner and the render workers
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import UTC
@@ -66,7 +69,7 @@ class Deployed:
     after_stop: Any  # the same flow run read back after the serve process was stopped
     planned: list[Any]  # flow runs the server's scheduler created for closed-loop/scheduled
     serve_log: Path
-    left: list[int]  # processes of the serve group still alive after it was stopped
+    left: list[int]  # processes of the serve group or its tree still alive after it was stopped
 
     @property
     def work(self) -> Path:
@@ -127,7 +130,8 @@ def deployed(prefect_api: str, mlflow_api: str, real: Path, tmp_path_factory: py
         servers.stop_group(proc, "synthloop serve")  # SIGTERM (Ctrl-C's cousin), SIGKILL after 15 s
     with temporary_settings({PREFECT_API_URL: prefect_api}):
         after = _read_flow_run(flow_run.id)  # what the server keeps once serve is gone
-    return Deployed(manual, scheduled, dep, flow_run, after, planned, log, servers.group_pids(proc.pid))
+    # serve's group and anything its runs started elsewhere (a reaper sweeps those)
+    return Deployed(manual, scheduled, dep, flow_run, after, planned, log, loopcheck.wait_gone(proc))
 
 
 def _read_flow_run(flow_run_id: Any) -> Any:
@@ -266,15 +270,59 @@ def test_sigkill_mid_iteration_then_resume_matches_an_uninterrupted_run(deployed
     _check_tracked_once(s, before)
 
 
+STOPS = {  # how a loop is stopped -> (the signal, sent to the whole group?, the exit status expected)
+    "ctrl-c (SIGINT to the foreground group)": (signal.SIGINT, True, 130),
+    "SIGTERM to the main process": (signal.SIGTERM, False, 143),
+    "SIGINT to the main process": (signal.SIGINT, False, 130),
+    "SIGKILL of the main process only (the OOM killer)": (signal.SIGKILL, False, -signal.SIGKILL),
+}
+
+
+@e2e
+@pytest.mark.parametrize("how", list(STOPS))
+def test_a_stopped_loop_leaves_nothing_running_and_resumes_like_an_uninterrupted_one(
+        deployed: Deployed, real: Path, tmp_path: Path, how: str) -> None:
+    """Stopped in iteration 1 (render workers up), the command exits within seconds with 128 +
+    signal; its render workers, its Prefect server (in a session of its own) and its reaper are
+    all gone; run again, the loop ends exactly where an uninterrupted one does."""
+    sig, to_group, status = STOPS[how]
+    work, db = tmp_path / "loop", tmp_path / "mlflow.db"
+    s = loopcheck.tiny_settings(work, real, f"sqlite:///{db}", "it-stop")
+    cmd = [str(loopcheck.SYNTHLOOP), "run", *loopcheck.run_args(s)]
+    env, log = loopcheck.ephemeral_env(tmp_path / "prefect-home"), tmp_path / "run.log"
+    with loopcheck.group(cmd, env=env, cwd=tmp_path, log=log) as proc:
+        loopcheck.wait_for(lambda: len(loopcheck.history(work)) == 1 and (work / "iter_1" / "params.yaml").exists(),
+                           "iteration 0 done and iteration 1 started", LOOP_TIMEOUT_S, proc=proc, log=log, every=0.02)
+        (os.killpg if to_group else os.kill)(proc.pid, sig)
+        try:
+            code = proc.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{how}: still running after {STOP_S:.0f} s; {log} ends with:\n"
+                                 f"{servers.log_tail(log)}") from None
+        assert code == status, servers.log_tail(log)
+        left = loopcheck.wait_gone(proc, timeout=15.0)  # the reaper's SIGTERM -> SIGKILL takes <= 5 s
+        assert left == [], f"{how}: {left} still running ({[servers.cmdline(p) for p in left]})"
+    assert len(loopcheck.history(work)) == 1, "stopped too late: raise TINY steps_per_iteration"
+    before = _snapshot(work, s, parent="RUNNING" if sig == signal.SIGKILL else "FAILED")
+    assert loopcheck.run_to_end(cmd, env=env, cwd=tmp_path, log=log, timeout=LOOP_TIMEOUT_S) == 0, \
+        servers.log_tail(log, 60)
+    _check_same_as_uninterrupted(work, deployed.work)
+    _check_tracked_once(s, before)
+
+
+STOP_S = 30.0  # a Ctrl-C'd or SIGTERMed loop must be gone within this (it hung for 10+ minutes)
+
+
 def _shards_of(work: Path, k: int) -> dict[Path, int]:
     """Finished shards of iteration ``k`` (their manifest's mtime)."""
     return {p: p.stat().st_mtime_ns for p in work.glob(f"iter_{k}/shard-*/manifest.json")}
 
 
-def _snapshot(work: Path, s: dict[str, Any]) -> dict[str, Any]:
-    """After the kill: iteration 0's entry, the finished shards; the parent run left RUNNING."""
+def _snapshot(work: Path, s: dict[str, Any], parent: str = "RUNNING") -> dict[str, Any]:
+    """After the stop: iteration 0's entry, the finished shards; the parent run left ``parent``
+    (RUNNING after a SIGKILL; FAILED when the loop could say so)."""
     t = loopcheck.tracked(s["tracking_uri"], s["experiment"], s["model_name"])
-    assert [p.info.status for p in t.parents] == ["RUNNING"] and len(t.versions) == 1
+    assert [p.info.status for p in t.parents] == [parent] and len(t.versions) == 1
     return {"entry": loopcheck.history(work)[0], "shards": {**_shards_of(work, 0), **_shards_of(work, 1)}}
 
 
