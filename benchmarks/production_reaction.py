@@ -24,7 +24,10 @@ without the production window, at the same budget and seed.
 Prints one JSON object and writes it to ``WORK/production_reaction.json``. Re-running with the
 same ``--work`` reuses the champion, the stream and the window, and resumes both arms.
 
-    .venv/bin/python benchmarks/production_reaction.py --preset cpu --work runs/reaction
+    .venv/bin/python benchmarks/production_reaction.py --work runs/reaction   # warm preset
+    .venv/bin/python benchmarks/production_reaction.py --seed 1 --work runs/reaction-s1
+    .venv/bin/python benchmarks/production_reaction.py --combine runs/reaction*/production_reaction.json \
+        --work runs/reaction-all   # mean ± sd over the runs and the paired with − without
     .venv/bin/python benchmarks/production_reaction.py --loop runs/loop --work runs/reaction-loop
     .venv/bin/python benchmarks/production_reaction.py --loop runs/lvu/optuna/seed0 runs/lvu/optuna/seed1 \
         --extra 3 --work runs/reaction-3   # one run per loop, then mean ± sd and the paired difference
@@ -50,10 +53,18 @@ from flows.loop import LoopConfig, run_loop
 from generator import atomic
 from generator.errors import ConfigError
 
-# cpu: the champion of loop_vs_uniform's cpu preset (3 × 300 images, 200 steps × 32; ≈ 2.3 min
-# per iteration on 2 idle cores), a 6 × 40-frame stream (≈ 1 min), then 2 arms × 2 extra
-# iterations (the with-arm's first one reuses shard and model): ≈ 20 min in all, not measured.
 PRESETS: dict[str, dict[str, Any]] = {
+    # warm: the regime of loop_vs_uniform's cpu preset: the closed loop (bounded mixture policy)
+    # warm-started from the committed base model, 3 small rounds (120 images, 50 steps × 32 at lr
+    # 5e-4); a 6 × 40-frame stream; 2 arms × 2 extra rounds. ≈ 10 min on 2 idle cores.
+    "warm": {"loop": {"iterations": 3, "images_per_iteration": 120, "steps_per_iteration": 50, "batch_size": 32,
+                      "lr": 5e-4, "policy": "mixture", "init_model": "base", "render_shards": 1,
+                      "eval_resamples": 0, "backend": "pyrender"},
+             "batches": 6, "frames_per_batch": 40, "label_share": 0.25},
+    # cpu (the first, cold regime): the champion of the old loop_vs_uniform cpu preset (3 × 300
+    # images, 200 steps × 32 from scratch; ≈ 2.3 min per iteration on 2 idle cores), a 6 × 40-frame
+    # stream (≈ 1 min), then 2 arms × 2 extra iterations (the with-arm's first one reuses shard
+    # and model): ≈ 20 min in all, not measured.
     "cpu": {"loop": {"iterations": 3, "images_per_iteration": 300, "steps_per_iteration": 200, "batch_size": 32,
                      "render_workers": 2, "eval_resamples": 0, "backend": "pyrender"},
             "batches": 6, "frames_per_batch": 40, "label_share": 0.25},
@@ -77,7 +88,12 @@ def champion(args: argparse.Namespace, preset: dict[str, Any]) -> LoopConfig:
         cfg = LoopConfig.from_dict({**config, "workdir": str(args.loop), "production": None})
         args.seed = cfg.seed
     else:
-        cfg = LoopConfig(workdir=str(args.work / "champion"), seed=args.seed, **preset["loop"])
+        loop = dict(preset["loop"])
+        if loop.get("init_model") == "base":  # the committed warm start of the scenario
+            from flows.base_model import base_model_path
+
+            loop["init_model"] = str(base_model_path(loop.get("scenario", "digits")))
+        cfg = LoopConfig(workdir=str(args.work / "champion"), seed=args.seed, **loop)
     if cfg.study is not None:
         raise ConfigError(f"--loop: the loop's Optuna study must live in its work directory (study=None), but got "
                           f"{cfg.study!r}; the arms copy the work directory and must not share a study")
@@ -194,8 +210,10 @@ def measure(args: argparse.Namespace, cfg: LoopConfig, stream: Path, window: Pat
     delta = None
     if after_with["slice_recall"] is not None and after_without["slice_recall"] is not None:
         delta = round(after_with["slice_recall"] - after_without["slice_recall"], 4)
+    for row in (before, after_with, after_without):  # paths inside --work as relative ones (no machine prefix)
+        row["model"] = os.path.relpath(row["model"], args.work)
     return {
-        "preset": args.preset, "loop": str(cfg.work), "policy": cfg.policy, "seed": cfg.seed,
+        "preset": args.preset, "loop": os.path.relpath(cfg.work, args.work), "policy": cfg.policy, "seed": cfg.seed,
         "iterations_before": len(json.loads((cfg.work / "history.json").read_text())["iterations"]),
         "extra_iterations": args.extra, "slice": f"held-out production frames with drift_level >= {level}",
         "window": {"id": info["id"], "frames": info["frames"], "reviewed_frames": info["reviewed_frames"],
@@ -205,13 +223,14 @@ def measure(args: argparse.Namespace, cfg: LoopConfig, stream: Path, window: Pat
                                        for w in merged["weak_slices"][:5]]},
         "before": before, "with_window": after_with, "without_window": after_without,
         "slice_recall_with_minus_without": delta, "seconds": round(time.perf_counter() - t0, 1),
-        "note": None if cfg.policy == "optuna" else f"policy {cfg.policy!r} ignores reports: the arms can only tie",
+        "note": None if cfg.policy in ("optuna", "mixture") else
+        f"policy {cfg.policy!r} ignores reports: the arms can only tie",
     }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="sizes (default: cpu)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="warm", help="sizes (default: warm)")
     ap.add_argument("--work", type=Path, default=Path("runs/production-reaction"), help="output directory")
     ap.add_argument("--loop", nargs="+", default=None,
                     help="existing loop work directories to use as champions (one run each, in WORK/<name> "
@@ -220,6 +239,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                          "the steered data)")
     ap.add_argument("--slice-level", type=float, default=0.5, help="drift_level of the drifted slice (default 0.5)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the champion loop and the stream (default 0)")
+    ap.add_argument("--combine", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="only summarise runs made separately (their production_reaction.json files, e.g. "
+                         "one per --seed) into WORK/production_reaction.json")
     args = ap.parse_args(argv)
     if args.extra < 1:
         ap.error("--extra must be >= 1")
@@ -256,7 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     loops, root = args.loop or [None], args.work
     runs = []
-    for loop in loops:
+    if args.combine:
+        for path in args.combine:
+            try:
+                runs.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"error: --combine: {str(path)!r} must be a production_reaction.json "
+                                 f"({exc})") from None
+        runs = [r for run in runs for r in run.get("runs", [run])]
+        root.mkdir(parents=True, exist_ok=True)
+    for loop in [] if args.combine else loops:
         args.loop, args.work = loop, root / Path(loop).name if loop is not None and len(loops) > 1 else root
         runs.append(one_run(args, preset))
     result = runs[0] if len(runs) == 1 else atomic.jsonable({"runs": runs, "summary": summary(runs)})

@@ -460,3 +460,13 @@ def test_production_reaction_benchmark_smoke(watched: dict[str, Any], tmp_path: 
     assert entries[1]["render"]["reused"] and entries[1]["train"]["reused"]  # shared iteration: computed once
     assert (work / "with" / "iter_2" / "report-production" / "signals.json").is_file()
     assert not (work / "without" / "iter_2" / "report-production").exists()
+    for key in ("before", "with_window", "without_window"):  # no machine-specific prefix in the result
+        assert not Path(result[key]["model"]).is_absolute() and (work / result[key]["model"]).is_dir()
+    capsys.readouterr()
+    runs = str(work / "production_reaction.json")
+    assert bench.main(["--combine", runs, runs, "--work", str(tmp_path / "all")]) == 0  # e.g. one file per seed
+    combined = json.loads((tmp_path / "all" / "production_reaction.json").read_text())
+    assert combined["runs"] == [result, result]
+    diff = result["with_window"]["slice_recall"] - result["without_window"]["slice_recall"]
+    assert combined["summary"]["with_minus_without"] == {"mean": round(diff, 4), "sd": 0.0,
+                                                         "values": [round(diff, 4)] * 2}
