@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from flows import drift_calibration
 from flows.loop_state import SPLITS, IterationRecord, LoopConfig, LoopHistory, iteration_seeds
 from generator import atomic
 from generator.errors import ConfigError, DataError, ShardError
@@ -117,7 +118,7 @@ def starting_params(cfg: LoopConfig) -> GenerationParams:
     base (:func:`policy.mixture.initial_params`; without a base it is exactly uniform)."""
     from policy.registry import WITH_BASE
 
-    if cfg.policy in WITH_BASE and cfg.policy_base:
+    if cfg.policy in WITH_BASE and (cfg.policy_base or cfg.production):
         from policy.mixture import initial_params
 
         return initial_params(_scenario(cfg), _policy_base(cfg))
@@ -409,7 +410,8 @@ def production_record(cfg: LoopConfig, k: int) -> dict[str, Any] | None:
     weighting = json.loads((out / "report.json").read_text())["production"]["weighting"] if merged else None
     return {"window": signals["window"]["id"], "path": _rel(cfg, Path(cfg.production).resolve()),
             "report": _rel(cfg, out), "status": signals["status"], "merged": merged,
-            "drifted": list(signals.get("drifted") or []), "weighting": weighting}
+            "drifted": list(signals.get("drifted") or []), "weighting": weighting,
+            "calibration": drift_calibration.record(cfg)}  # the base re-fitted to the window, if any
 
 
 def _refuse_held_out(reports: list[dict[str, Any]]) -> None:
@@ -435,10 +437,14 @@ def make_loop_policy(cfg: LoopConfig) -> Any:
 
 
 def _policy_base(cfg: LoopConfig) -> GenerationParams | None:
-    """The calibrated base of a ``mixture``/``calibrated`` loop (``cfg.policy_base``), or None."""
+    """The base of a ``mixture``/``calibrated`` loop: ``cfg.policy_base`` (None = uniform), re-fitted
+    to the frames of a drifted production window when the loop merges one
+    (:func:`flows.drift_calibration.drift_base`)."""
+    from flows.drift_calibration import drift_base
     from policy.mixture import load_base
 
-    return load_base(cfg.policy_base, _scenario(cfg)) if cfg.policy_base else None
+    scenario = _scenario(cfg)
+    return drift_base(cfg, scenario, load_base(cfg.policy_base, scenario) if cfg.policy_base else None)
 
 
 def policy_step(cfg: LoopConfig, k: int, reports: list[dict[str, Any]], params: GenerationParams,

@@ -36,7 +36,10 @@ OWN = re.compile(r"^(history\.json|policy\.db.*|real|init|iter_\d+|\.tmp-.*|\.lo
 # Settings that may change between a run and its resume: how, not what, is computed, plus
 # `production`, a per-run input (the window each iteration of *this* run merges; every
 # iteration records the window it used in its history entry, see docs/production.md).
-RESUMABLE = ("iterations", "workdir", "render_workers", "device", "num_threads", "progress", "production")
+# settings a resume may change: how far, where and how fast it runs, and the production window
+# given to this run (with how a mixture loop re-fits its base to that window's frames)
+RESUMABLE = ("iterations", "workdir", "render_workers", "device", "num_threads", "progress", "production",
+             "drift_calibration_trials", "drift_calibration_images")
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,19 @@ class LoopConfig:
     # policy "mixture" only: the calibrated base params file (`synthloop calibrate`'s output);
     # None = uniform base. Read with policy.mixture.load_base when the policy is built.
     policy_base: str | None = None
+    # mixture/calibrated with a drifted production window: re-fit the base to the window's frames
+    # first (flows.drift_calibration): Optuna trials of that many rendered images; 0 turns it off
+    drift_calibration_trials: int = 16
+    drift_calibration_images: int = 32
 
     def validate(self) -> LoopConfig:
         """Check every field; return ``self`` (raises ConfigError naming the field)."""
         for name, low in (("iterations", 1), ("images_per_iteration", 1), ("steps_per_iteration", 1),
                           ("batch_size", 1), ("seed", 0), ("render_workers", 1), ("render_shards", 1), ("real_seed", 0),
-                          ("eval_resamples", 0)):
+                          ("eval_resamples", 0), ("drift_calibration_images", 4)):
             _int_at_least(name, getattr(self, name), low)
+        if self.drift_calibration_trials != 0:  # 0: off; else as many as a calibration needs
+            _int_at_least("drift_calibration_trials", self.drift_calibration_trials, 2)
         for name in ("width", "height", "num_threads"):
             if getattr(self, name) is not None:
                 _int_at_least(name, getattr(self, name), 1)
@@ -352,8 +361,11 @@ class LoopHistory:
 def _check_same_loop(old: dict[str, Any], cfg: LoopConfig) -> None:
     """A resume must compute the same thing: only settings in RESUMABLE may differ."""
     new = cfg.to_dict()
+    # a setting added after the loop was written reads as its default (the old loop computed that)
+    defaults = {f.name: f.default for f in fields(LoopConfig)}
     for key in sorted(set(old) | set(new)):
-        if key not in RESUMABLE and old.get(key) != new.get(key):
+        was = old.get(key, defaults.get(key))
+        if key not in RESUMABLE and was != new.get(key):
             raise ConfigError(f"loop.{key}: the work directory {cfg.workdir!r} holds a loop with "
-                              f"{key}={old.get(key)!r}, but got {new.get(key)!r}; resume with the same "
+                              f"{key}={was!r}, but got {new.get(key)!r}; resume with the same "
                               "settings or choose another workdir")

@@ -86,6 +86,21 @@ def test_resume_refuses_a_different_loop_but_allows_more_iterations(tmp_path: Pa
         LoopHistory.open(tiny(tmp_path / "w", images_per_iteration=8))
 
 
+def test_a_loop_written_before_a_setting_existed_resumes_with_its_default(tmp_path: Path) -> None:
+    """history.json of an older synthloop lacks settings added since: they read as their defaults
+    (what that loop computed); a non-default value is still a different loop."""
+    cfg = tiny(tmp_path / "w")
+    LoopHistory.open(cfg).save()
+    path = tmp_path / "w" / "history.json"
+    data = json.loads(path.read_text())
+    del data["config"]["replay_share"]  # as if written before the replay buffer existed
+    path.write_text(json.dumps(data))
+    assert LoopHistory.open(cfg).entries == []
+    with pytest.raises(ConfigError, match=r"^loop\.replay_share: .* holds a loop with "
+                                          r"replay_share=0.5, but got 0.25"):
+        LoopHistory.open(tiny(tmp_path / "w", replay_share=0.25))
+
+
 def test_workdir_with_foreign_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "notes.txt").write_text("mine")

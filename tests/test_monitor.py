@@ -238,7 +238,7 @@ def test_the_loop_merges_a_window_and_the_policy_reads_the_merged_report(
     assert e0.production is None
     assert e1.production == {"window": window.name, "path": str(window.resolve()), "report": "iter_1/report-production",
                              "status": "ok", "merged": True, "drifted": e1.production["drifted"],
-                             "weighting": "prevalence"}
+                             "weighting": "prevalence", "calibration": None}  # uniform: no base to move
     assert "brightness" in e1.production["drifted"]
     out = work / "iter_1" / "report-production"
     merged = json.loads((out / "report.json").read_text())
@@ -251,6 +251,41 @@ def test_the_loop_merges_a_window_and_the_policy_reads_the_merged_report(
     assert seen == [merged]  # iteration 1's policy decided on the merged report
     assert json.loads((out / "signals.json").read_text())["window"]["id"] == window.name
     _check_tracked_window(work, history, window)
+
+
+@pytest.mark.slow
+def test_a_drifted_window_recalibrates_the_mixture_base_to_its_frames(watched: dict[str, Any], tmp_path: Path) -> None:
+    """A mixture loop given a drifted (dark) window re-fits its base to the window's frames before
+    deciding (issue #11: drift enters as a calibration target, not only as a weak slice): once per
+    window, recorded in the history, read back on a rerun; the fitted base is darker, as the frames."""
+    from flows import drift_calibration
+    from generator.params import load_params, uniform_params
+    from generator.scenario import load_scenario
+
+    window = freeze(watched, tmp_path / "prod", 0.35, "dark")
+    assert "brightness" in drift_calibration.drifted(window)
+    cfg = replace(watched["cfg"], workdir=str(tmp_path / "loop"), policy="mixture", production=str(window),
+                  drift_calibration_trials=8, drift_calibration_images=8)
+    history = loop.run_loop(cfg)
+    out = tmp_path / "loop" / "calibration" / f"production-{window.name}"
+    calib = history.entries[0].production["calibration"]
+    assert calib["path"] == str(out.relative_to(tmp_path / "loop")) and "brightness" in calib["conditions"]
+    report = json.loads((out / "report.json").read_text())
+    bright = report["conditions"]["brightness"]
+    # the renders moved toward the dark frames: the fitted base renders darker than uniform did
+    real_mean = bright["real"]["mean"]
+    assert abs(bright["after"]["mean"] - real_mean) < abs(bright["before"]["mean"] - real_mean)
+    sc = load_scenario(cfg.scenario)
+    fitted = load_params(out / "params.yaml", sc)
+    assert fitted.distributions != uniform_params(sc).distributions
+    params0 = load_params(cfg.iter_dir(0) / "params.yaml", sc)  # iteration 0: the fitted base + a uniform share
+    assert params0.distributions == fitted.distributions and params0.uniform_share > 0
+    stamp = (out / "params.yaml").stat().st_mtime_ns
+    loop.run_loop(replace(cfg, iterations=2))  # a resume reads it back: fitted once per window
+    assert (out / "params.yaml").stat().st_mtime_ns == stamp
+    off = replace(cfg, workdir=str(tmp_path / "off"), drift_calibration_trials=0)
+    assert loop.run_loop(off).entries[0].production["calibration"] is None
+    assert not (tmp_path / "off" / "calibration").exists()
 
 
 def _check_tracked_window(work: Path, history: LoopHistory, window: Path) -> None:
@@ -454,13 +489,14 @@ def test_production_reaction_benchmark_smoke(watched: dict[str, Any], tmp_path: 
     wid = result["window"]["id"]
     assert result["with_window"]["production"] == [None, wid, wid]
     assert result["without_window"]["production"] == [None, None, None]
-    for key in ("before", "with_window", "without_window"):  # the same held-out drifted slice for all three
+    assert result["with_window_tilt_only"]["production"] == [None, wid, wid]
+    for key in ("before", "with_window", "without_window", "with_window_tilt_only"):  # the same held-out slice
         assert result[key]["slice_objects"] == result["before"]["slice_objects"] > 0
     entries = json.loads((work / "with" / "history.json").read_text())["iterations"]
     assert entries[1]["render"]["reused"] and entries[1]["train"]["reused"]  # shared iteration: computed once
     assert (work / "with" / "iter_2" / "report-production" / "signals.json").is_file()
     assert not (work / "without" / "iter_2" / "report-production").exists()
-    for key in ("before", "with_window", "without_window"):  # no machine-specific prefix in the result
+    for key in ("before", "with_window", "without_window", "with_window_tilt_only"):  # no machine prefix
         assert not Path(result[key]["model"]).is_absolute() and (work / result[key]["model"]).is_dir()
     capsys.readouterr()
     runs = str(work / "production_reaction.json")
