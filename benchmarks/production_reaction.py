@@ -10,9 +10,11 @@ without the production window, at the same budget and seed.
 3. **Window**: the log ingested and frozen as the monitor does it (``read_window`` →
    ``window_signals`` + ``merge_reports`` against the loop's shards and latest real-val report →
    ``freeze_window``), without Prefect.
-4. **Two arms**, each a copy of the loop grown by ``--extra`` iterations (default 2) with the same
+4. **Three arms**, each a copy of the loop grown by ``--extra`` iterations (default 2) with the same
    settings and seeds: ``with`` merges the window into every report its policy reads
-   (``production=WINDOW``), ``without`` does not. The first extra iteration renders what the
+   (``production=WINDOW``; a mixture loop also re-fits its base to the window's frames,
+   :mod:`flows.drift_calibration`), ``with-tilt-only`` the same without that re-fit (the
+   ablation), ``without`` does not see the window. The first extra iteration renders what the
    loop had already decided (identical in both arms: the ``with`` arm reuses the ``without``
    arm's shard and model by fingerprint); its decision is the first the window steers, so the
    steered data is rendered and trained on from the second extra iteration on.
@@ -203,14 +205,18 @@ def measure(args: argparse.Namespace, cfg: LoopConfig, stream: Path, window: Pat
     t0 = time.perf_counter()
     without = run_arm(cfg, args.work / "without", args.extra, None, None)
     with_window = run_arm(cfg, args.work / "with", args.extra, window, args.work / "without")
+    # ablation: the window as weak slices only, no re-fit of the base to its frames (mixture/calibrated)
+    tilt_only = run_arm(replace(cfg, drift_calibration_trials=0), args.work / "with-tilt-only", args.extra, window,
+                        args.work / "without")
     info = json.loads((window / "window.json").read_text(encoding="utf-8"))
     merged = json.loads((window / "report.json").read_text(encoding="utf-8"))
     before = holdout_recall(last_model(cfg), holdout, cfg.score_threshold, level)
     after_with, after_without = _arm_summary(with_window, holdout, level), _arm_summary(without, holdout, level)
+    after_tilt = _arm_summary(tilt_only, holdout, level)
     delta = None
     if after_with["slice_recall"] is not None and after_without["slice_recall"] is not None:
         delta = round(after_with["slice_recall"] - after_without["slice_recall"], 4)
-    for row in (before, after_with, after_without):  # paths inside --work as relative ones (no machine prefix)
+    for row in (before, after_with, after_without, after_tilt):  # relative to --work: no machine prefix
         row["model"] = os.path.relpath(row["model"], args.work)
     return {
         "preset": args.preset, "loop": os.path.relpath(cfg.work, args.work), "policy": cfg.policy, "seed": cfg.seed,
@@ -222,6 +228,7 @@ def measure(args: argparse.Namespace, cfg: LoopConfig, stream: Path, window: Pat
                                        | {"weight": (w.get("production") or {}).get("weight")}
                                        for w in merged["weak_slices"][:5]]},
         "before": before, "with_window": after_with, "without_window": after_without,
+        "with_window_tilt_only": after_tilt,
         "slice_recall_with_minus_without": delta, "seconds": round(time.perf_counter() - t0, 1),
         "note": None if cfg.policy in ("optuna", "mixture") else
         f"policy {cfg.policy!r} ignores reports: the arms can only tie",
@@ -265,9 +272,15 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"mean": round(float(a.mean()), 4), "sd": round(float(a.std(ddof=1)), 4) if a.size > 1 else None,
                 "values": [round(float(v), 4) for v in a]}
 
+    def diff(arm: str, rows: list[dict[str, Any]]) -> list[float]:
+        return [r[arm]["slice_recall"] - r["without_window"]["slice_recall"] for r in rows]
+
     out = {k: stats([r[k]["slice_recall"] for r in runs]) for k in ("before", "with_window", "without_window")}
-    out["with_minus_without"] = stats([r["with_window"]["slice_recall"] - r["without_window"]["slice_recall"]
-                                       for r in runs])
+    out["with_minus_without"] = stats(diff("with_window", runs))
+    ablated = [r for r in runs if "with_window_tilt_only" in r]  # results before the ablation arm lack it
+    if ablated:
+        out["with_window_tilt_only"] = stats([r["with_window_tilt_only"]["slice_recall"] for r in ablated])
+        out["tilt_only_minus_without"] = stats(diff("with_window_tilt_only", ablated))
     out["real_val_map50"] = {k: stats([r[k]["real_val_map50"] for r in runs])
                              for k in ("with_window", "without_window")}
     return out
