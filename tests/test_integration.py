@@ -12,9 +12,14 @@
   iteration 1 and run again ends exactly where an uninterrupted run of the same settings does
   (the manual deployment's run above): same history, shards, Optuna trials and files, and no
   duplicate MLflow run, model version or logged model.
+- The same loop stopped in iteration 1 by Ctrl-C (SIGINT to the group), SIGTERM or SIGINT to the
+  main process, or SIGKILL of the main process only, at render, train or evaluate: it exits
+  within seconds (130 / 143), leaves nothing running (group and process tree), and resumes to the
+  same end as the uninterrupted run.
 
-Screenshots go to tests/artifacts/ (git-ignored). ~3-4 min on 2 busy cores, most of it the
-three loop runs (each pays for a Prefect server or runner and the render workers' start-up).
+Screenshots go to tests/artifacts/ (git-ignored). ~8-10 min on 2 busy cores, most of it the
+fifteen loop runs (a stopped run and its resume count two; each pays for a Prefect server or
+runner and the render workers' start-up).
 """
 
 from __future__ import annotations
@@ -271,28 +276,37 @@ def test_sigkill_mid_iteration_then_resume_matches_an_uninterrupted_run(deployed
 
 
 STOPS = {  # how a loop is stopped -> (the signal, sent to the whole group?, the exit status expected)
-    "ctrl-c (SIGINT to the foreground group)": (signal.SIGINT, True, 130),
-    "SIGTERM to the main process": (signal.SIGTERM, False, 143),
-    "SIGINT to the main process": (signal.SIGINT, False, 130),
-    "SIGKILL of the main process only (the OOM killer)": (signal.SIGKILL, False, -signal.SIGKILL),
+    "ctrl-c": (signal.SIGINT, True, 130),  # SIGINT to the foreground process group, as a terminal does
+    "sigterm-main": (signal.SIGTERM, False, 143),
+    "sigint-main": (signal.SIGINT, False, 130),
+    "sigkill-main": (signal.SIGKILL, False, -signal.SIGKILL),  # the main process only, as the OOM killer
+}
+STAGES = {  # where in iteration 1 (after iteration 0 is recorded) -> the file that marks it
+    "render": "params.yaml",  # the policy's params written: the render workers start
+    "train": "shard-0/manifest.json",  # a shard finished: rendering ends, training starts
+    "evaluate": "model/model.json",  # the model written: evaluation, policy and tracking follow
 }
 
 
 @e2e
-@pytest.mark.parametrize("how", list(STOPS))
+@pytest.mark.parametrize("how, stage", [("ctrl-c", "render"), ("ctrl-c", "train"), ("sigterm-main", "train"),
+                                        ("sigint-main", "evaluate"), ("sigkill-main", "render"),
+                                        ("sigkill-main", "evaluate")])
 def test_a_stopped_loop_leaves_nothing_running_and_resumes_like_an_uninterrupted_one(
-        deployed: Deployed, real: Path, tmp_path: Path, how: str) -> None:
-    """Stopped in iteration 1 (render workers up), the command exits within seconds with 128 +
-    signal; its render workers, its Prefect server (in a session of its own) and its reaper are
-    all gone; run again, the loop ends exactly where an uninterrupted one does."""
+        deployed: Deployed, real: Path, tmp_path: Path, how: str, stage: str) -> None:
+    """Stopped in iteration 1, the command exits within seconds with 128 + signal; its render
+    workers, its Prefect server (in a session of its own) and its reaper are all gone; run
+    again, the loop ends exactly where an uninterrupted one does."""
     sig, to_group, status = STOPS[how]
     work, db = tmp_path / "loop", tmp_path / "mlflow.db"
     s = loopcheck.tiny_settings(work, real, f"sqlite:///{db}", "it-stop")
     cmd = [str(loopcheck.SYNTHLOOP), "run", *loopcheck.run_args(s)]
     env, log = loopcheck.ephemeral_env(tmp_path / "prefect-home"), tmp_path / "run.log"
     with loopcheck.group(cmd, env=env, cwd=tmp_path, log=log) as proc:
-        loopcheck.wait_for(lambda: len(loopcheck.history(work)) == 1 and (work / "iter_1" / "params.yaml").exists(),
-                           "iteration 0 done and iteration 1 started", LOOP_TIMEOUT_S, proc=proc, log=log, every=0.02)
+        mark = work / "iter_1" / STAGES[stage]
+        loopcheck.wait_for(lambda: len(loopcheck.history(work)) == 1 and mark.exists(),
+                           f"iteration 0 done and iteration 1 at {stage}", LOOP_TIMEOUT_S, proc=proc, log=log,
+                           every=0.02)
         (os.killpg if to_group else os.kill)(proc.pid, sig)
         try:
             code = proc.wait(timeout=STOP_S)
