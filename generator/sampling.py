@@ -26,29 +26,80 @@ def image_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(seed).spawn(n)
 
 
-def _numeric(p: ParamSpec, d: Distribution, rng: np.random.Generator) -> float:
-    assert p.range is not None
+@dataclass(frozen=True)
+class NumericLaw:
+    """The law of one numeric parameter's values under a distribution: its truncation to the
+    range, integer padding and clipping, in one place for the two ways values are made —
+    :meth:`draw` (the sampler: a random draw) and :meth:`ppf` (calibration's quantile coupling,
+    :mod:`policy.calibration_render`: the value at quantile ``u``). Build with :func:`numeric_law`.
+
+    ``kind``: ``fixed`` (``a`` is the value), ``uniform`` (on [a, b]), ``int`` (uniform integers
+    a..b), ``truncnormal`` (``a``, ``b`` standardised bounds, ``loc``, ``scale``), ``beta`` (shapes
+    ``a``, ``b`` on [lo, hi])."""
+
+    kind: str
+    lo: float
+    hi: float
+    a: float
+    b: float = 0.0
+    loc: float = 0.0
+    scale: float = 1.0
+
+    def draw(self, rng: np.random.Generator) -> float:
+        if self.kind == "fixed":
+            return self.a
+        if self.kind == "int":
+            return float(rng.integers(int(self.a), int(self.b) + 1))
+        if self.kind == "uniform":
+            return float(rng.uniform(self.a, self.b))
+        if self.kind == "truncnormal":
+            x = float(stats.truncnorm.rvs(self.a, self.b, loc=self.loc, scale=self.scale, random_state=rng))
+        else:
+            x = self.lo + (self.hi - self.lo) * float(rng.beta(self.a, self.b))
+        return float(np.clip(x, self.lo, self.hi))
+
+    def ppf(self, u: float) -> float:
+        if self.kind == "fixed":
+            return self.a
+        if self.kind == "int":
+            a, b = int(self.a), int(self.b)
+            return float(min(b, a + int(u * (b - a + 1))))
+        if self.kind == "uniform":
+            return self.a + u * (self.b - self.a)
+        if self.kind == "truncnormal":
+            x = float(stats.truncnorm.ppf(u, self.a, self.b, loc=self.loc, scale=self.scale))
+        else:
+            x = self.lo + (self.hi - self.lo) * float(stats.beta.ppf(u, self.a, self.b))
+        return float(np.clip(x, self.lo, self.hi))
+
+
+def numeric_law(p: ParamSpec, d: Distribution) -> NumericLaw:
+    """The :class:`NumericLaw` of distribution ``d`` of numeric parameter ``p`` (validated)."""
+    assert p.range is not None  # numeric ParamSpec (validated by generator.scenario)
     lo, hi = p.range
     if d.kind == "fixed":
-        return float(d.value)  # type: ignore[arg-type]
+        return NumericLaw("fixed", lo, hi, float(d.value))  # type: ignore[arg-type]
     if d.kind == "uniform":
         a = lo if d.low is None else d.low
         b = hi if d.high is None else d.high
         if p.type == "int":
-            return float(rng.integers(int(np.ceil(a)), int(np.floor(b)) + 1))
-        return float(rng.uniform(a, b))
-    assert d.center is not None and d.width is not None
+            return NumericLaw("int", lo, hi, int(np.ceil(a)), int(np.floor(b)))
+        return NumericLaw("uniform", lo, hi, a, b)
+    assert d.center is not None and d.width is not None  # validated by generator.params
     if d.kind == "truncnormal":
         # widen int bounds by half a step so the end values get their fair share after rounding
         pad = 0.5 if p.type == "int" else 0.0
         a, b = (lo - pad - d.center) / d.width, (hi + pad - d.center) / d.width
-        x = float(stats.truncnorm.rvs(a, b, loc=d.center, scale=d.width, random_state=rng))
-    else:  # beta with mean/std scaled to [lo, hi]
-        m = (d.center - lo) / (hi - lo)
-        s = d.width / (hi - lo)
-        k = m * (1 - m) / (s * s) - 1
-        x = lo + (hi - lo) * float(rng.beta(m * k, (1 - m) * k))
-    return float(np.clip(x, lo, hi))
+        return NumericLaw("truncnormal", lo, hi, a, b, loc=d.center, scale=d.width)
+    # beta with mean/std scaled to [lo, hi]
+    m = (d.center - lo) / (hi - lo)
+    s = d.width / (hi - lo)
+    k = m * (1 - m) / (s * s) - 1
+    return NumericLaw("beta", lo, hi, m * k, (1 - m) * k)
+
+
+def _numeric(p: ParamSpec, d: Distribution, rng: np.random.Generator) -> float:
+    return numeric_law(p, d).draw(rng)
 
 
 def _categorical(p: ParamSpec, d: Distribution, rng: np.random.Generator) -> Scalar:

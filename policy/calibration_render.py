@@ -23,43 +23,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from evaluator.conditions import condition_tables
 from generator import imagestats
 from generator.annotations import mask_bbox, visibility
 from generator.params import Distribution, GenerationParams
 from generator.pipeline import RenderJob, make_renderer, render_shard, to_record
-from generator.sampling import SceneSample
+from generator.sampling import SceneSample, numeric_law
 from generator.scenario import ParamSpec, Scalar, Scenario
 from generator.shard import MIN_VISIBLE_PIXELS, ImageRecord, Shard
 from policy.calibration_distance import Measured
 
 UNIFORM = Distribution(kind="uniform")
-
-
-def _numeric_ppf(p: ParamSpec, d: Distribution, u: float) -> float:
-    assert p.range is not None  # numeric ParamSpec (validated)
-    lo, hi = float(p.range[0]), float(p.range[1])
-    if d.kind == "fixed":
-        return float(d.value)  # type: ignore[arg-type]
-    if d.kind == "uniform":
-        a = lo if d.low is None else d.low
-        b = hi if d.high is None else d.high
-        if p.type == "int":
-            a_i, b_i = int(np.ceil(a)), int(np.floor(b))
-            return float(min(b_i, a_i + int(u * (b_i - a_i + 1))))
-        return a + u * (b - a)
-    assert d.center is not None and d.width is not None  # validated by generator.params
-    if d.kind == "truncnormal":
-        pad = 0.5 if p.type == "int" else 0.0  # as generator.sampling: ends get their share
-        a_s, b_s = (lo - pad - d.center) / d.width, (hi + pad - d.center) / d.width
-        x = float(stats.truncnorm.ppf(u, a_s, b_s, loc=d.center, scale=d.width))
-    else:  # beta, mean/std scaled to [lo, hi]
-        m, s = (d.center - lo) / (hi - lo), d.width / (hi - lo)
-        k = m * (1 - m) / (s * s) - 1
-        x = lo + (hi - lo) * float(stats.beta.ppf(u, m * k, (1 - m) * k))
-    return float(np.clip(x, lo, hi))
 
 
 def _categorical_ppf(p: ParamSpec, d: Distribution, u: float) -> Scalar:
@@ -76,7 +51,7 @@ def _categorical_ppf(p: ParamSpec, d: Distribution, u: float) -> Scalar:
 def value_at(p: ParamSpec, d: Distribution, u: float) -> Scalar:
     """The value of quantile ``u`` in [0, 1) of distribution ``d`` of parameter ``p``."""
     if p.is_numeric:
-        x = _numeric_ppf(p, d, u)
+        x = numeric_law(p, d).ppf(u)  # the sampler's law, at quantile u
         return round(x) if p.type == "int" else x
     return _categorical_ppf(p, d, u)
 
