@@ -66,18 +66,22 @@ class ImportReport:
     rejected_annotations: list[dict[str, Any]] = field(default_factory=list)
     mask_sources: Counter[str] = field(default_factory=Counter)
 
+    def reject(self, kind: str, where: dict[str, Any], reason: str, detail: str) -> None:
+        """Count one rejected record of ``kind`` (``images`` / ``annotations``) and list it with
+        ``where`` (the fields that locate it: ids, or file and line) plus reason and detail."""
+        counter, listed = (
+            (self.images, self.rejected_images) if kind == "images" else (self.annotations, self.rejected_annotations)
+        )
+        counter[reason] += 1
+        listed.append({**where, "reason": reason, "detail": detail})
+
     def reject_image(self, img: Any, reason: str, detail: str) -> None:
-        rid = img.get("id") if isinstance(img, dict) else None
-        fname = img.get("file_name") if isinstance(img, dict) else None
-        self.images[reason] += 1
-        self.rejected_images.append({"id": rid, "file_name": fname, "reason": reason, "detail": detail})
+        d = img if isinstance(img, dict) else {}
+        self.reject("images", {"id": d.get("id"), "file_name": d.get("file_name")}, reason, detail)
 
     def reject_annotation(self, a: Any, reason: str, detail: str) -> None:
         d = a if isinstance(a, dict) else {}
-        self.annotations[reason] += 1
-        self.rejected_annotations.append(
-            {"id": d.get("id"), "image_id": d.get("image_id"), "reason": reason, "detail": detail}
-        )
+        self.reject("annotations", {"id": d.get("id"), "image_id": d.get("image_id")}, reason, detail)
 
     @staticmethod
     def _summary(c: Counter[str]) -> dict[str, Any]:
@@ -99,7 +103,7 @@ def _is_int(v: Any) -> bool:
 
 def _id_order(record: dict[str, Any]) -> tuple[bool, int]:
     """Rejected records sorted by id; records without an int id last, in file order."""
-    rid = record["id"]
+    rid = record.get("id")
     return (not _is_int(rid), rid if _is_int(rid) else 0)
 
 
@@ -230,10 +234,17 @@ def _segmentation_mask(seg: Any, h: int, w: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
-def _box_mask(bbox: list[float], h: int, w: int) -> np.ndarray:
+def box_mask(bbox: list[float], h: int, w: int, snap: float = 0.0) -> np.ndarray:
+    """Every pixel the box ``[x, y, w, h]`` touches; an edge within ``snap`` px of a pixel
+    boundary is moved onto it first (so rounding in a normalised format adds no pixel row)."""
     x, y, bw, bh = bbox
+
+    def edge(v: float) -> float:
+        return float(round(v)) if abs(v - round(v)) <= snap else v
+
+    x0, y0, x1, y1 = edge(x), edge(y), edge(x + bw), edge(y + bh)
     mask = np.zeros((h, w), dtype=bool)
-    mask[max(0, math.floor(y)) : min(h, math.ceil(y + bh)), max(0, math.floor(x)) : min(w, math.ceil(x + bw))] = True
+    mask[max(0, math.floor(y0)) : min(h, math.ceil(y1)), max(0, math.floor(x0)) : min(w, math.ceil(x1))] = True
     return mask
 
 
@@ -248,7 +259,7 @@ def _object(
     seg = a.get("segmentation")
     source = "segmentation" if seg else "box"
     try:
-        mask = _segmentation_mask(seg, h, w) if seg else _box_mask(a["bbox"], h, w)
+        mask = _segmentation_mask(seg, h, w) if seg else box_mask(a["bbox"], h, w)
     except (ValueError, TypeError, KeyError, UnicodeEncodeError) as exc:
         return None, ("bad_segmentation", str(exc))
     if int(mask.sum()) < MIN_VISIBLE_PIXELS:
@@ -258,28 +269,46 @@ def _object(
     return ObjectRecord(category_id=classes.index(name) + 1, mask=mask, attributes=attrs), None
 
 
-def _read_image(root: Path, img: dict[str, Any]) -> tuple[np.ndarray | None, str, tuple[str, str] | None]:
-    """(RGB array, sha256 of the file, None) or (None, "", (reason, detail))."""
-    from PIL import Image
-
+def inside_root(root: Path, rel: str | Path) -> Path | None:
+    """``root/rel`` resolved (symlinks followed) when it lies under ``root``, else None (also
+    for ``..`` escapes, absolute paths elsewhere and unusable names such as a NUL byte)."""
     try:
-        path = (root / img["file_name"]).resolve()
-        found = path.is_relative_to(root.resolve()) and path.is_file()
-    except (OSError, ValueError):  # e.g. a NUL byte in the name
-        found = False
-    if not found:
-        return None, "", ("missing_image_file", f"{img['file_name']!r} is not a file under {str(root)!r}")
+        path = (root / rel).resolve()
+        return path if path.is_relative_to(root.resolve()) else None
+    except (OSError, ValueError):
+        return None
+
+
+def decode_image_file(
+    path: Path, shown: str, exif_transpose: bool = False
+) -> tuple[np.ndarray | None, str, tuple[str, str] | None]:
+    """(RGB array, sha256 of the file, None) or (None, "", ("unreadable_image_file", detail)).
+    ``exif_transpose`` applies the EXIF orientation (as YOLO tools do before labelling)."""
+    from PIL import Image, ImageOps
+
     try:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        return None, "", ("unreadable_image_file", f"{img['file_name']!r}: {exc}")
+            oriented = ImageOps.exif_transpose(im) if exif_transpose else im
+            arr = np.asarray(oriented.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return None, "", ("unreadable_image_file", f"{shown!r}: {exc}")
+    return arr, hashlib.sha256(data).hexdigest(), None
+
+
+def _read_image(root: Path, img: dict[str, Any]) -> tuple[np.ndarray | None, str, tuple[str, str] | None]:
+    """(RGB array, sha256 of the file, None) or (None, "", (reason, detail))."""
+    path = inside_root(root, img["file_name"])
+    if path is None or not path.is_file():
+        return None, "", ("missing_image_file", f"{img['file_name']!r} is not a file under {str(root)!r}")
+    arr, sha, bad = decode_image_file(path, img["file_name"])
+    if arr is None:
+        return None, "", bad
     h, w = arr.shape[:2]
     if img.get("width", w) != w or img.get("height", h) != h:
         detail = f"file is {w}x{h}, record says {img.get('width')}x{img.get('height')}"
         return None, "", ("image_size_mismatch", detail)
-    return arr, hashlib.sha256(data).hexdigest(), None
+    return arr, sha, None
 
 
 def _group_annotations(
@@ -346,15 +375,54 @@ def _import_image(
     return ImageRecord(index=index, image=arr, objects=[o for _, o in good], conditions=conditions), sha
 
 
-def _nothing_valid(path: Path, report: ImportReport) -> DataError:
+def nothing_valid(option: str, what: str, path: Path, report: ImportReport, examples: list[str], fix: str) -> DataError:
+    """The one-line error of an import that kept nothing: ``option``, the rule (``what`` must
+    remain), the rejection counts with up to 3 ``examples``, and the fix."""
     reasons = ", ".join(f"{k} {v}" for k, v in sorted((report.annotations + report.images).items()))
-    first = "; ".join(f"annotation {r['id']}: {r['reason']}" for r in report.rejected_annotations[:3])
-    example = f"; e.g. {first}" if first else ""
+    example = f"; e.g. {'; '.join(examples[:3])}" if examples else ""
     return DataError(
-        f"--annotations: no valid annotation remains in {str(path)!r} "
-        f"(rejected: {reasons or 'none'}{example}); fix those records or check --images; "
+        f"{option}: no valid {what} remains in {str(path)!r} (rejected: {reasons or 'none'}{example}); {fix}; "
         "nothing was written"
     )
+
+
+def _nothing_valid(path: Path, report: ImportReport) -> DataError:
+    examples = [f"annotation {r['id']}: {r['reason']}" for r in report.rejected_annotations[:3]]
+    return nothing_valid("--annotations", "annotation", path, report, examples, "fix those records or check --images")
+
+
+def import_info(name: str, scen: Any, importer_version: str) -> dict[str, Any]:
+    """The manifest identity block of an ``imported`` shard for scenario ``scen``."""
+    return {
+        "name": name, "kind": "imported", "classes": list(scen.classes), "fingerprint": "",
+        "scenario": {"name": scen.name, "version": scen.spec.version, "spec_sha256": scen.spec_hash()},
+        "importer_version": importer_version, "generator_version": GENERATOR_VERSION,
+    }  # fmt: skip
+
+
+def finish_import(
+    writer: ShardWriter,
+    info: dict[str, Any],
+    fingerprint_inputs: dict[str, Any],
+    source: dict[str, Any],
+    report: ImportReport,
+) -> None:
+    """Fingerprint (of ``fingerprint_inputs``) and the ``import`` record (``source`` fields +
+    counts, mask source, rejected file) into the manifest info; ``rejected.json`` into the shard."""
+    info["fingerprint"] = fingerprint(**fingerprint_inputs)
+    rejected = {
+        "counts": report.counts(),
+        "images": sorted(report.rejected_images, key=_id_order),
+        "annotations": sorted(report.rejected_annotations, key=_id_order),
+    }
+    atomic.write_json(writer.root / REJECTED_FILE, rejected)
+    info["import"] = {
+        **source,
+        "mask_source": report.mask_source, "mask_source_counts": dict(sorted(report.mask_sources.items())),
+        "counts": report.counts(), "box_tolerance_px": BOX_TOLERANCE,
+        "rejected_file": REJECTED_FILE,
+        "rejected_sha256": hashlib.sha256(atomic.dumps_json(rejected).encode()).hexdigest(),
+    }  # fmt: skip
 
 
 def import_coco(
@@ -377,11 +445,7 @@ def import_coco(
     report = ImportReport(out=Path(out), name=ann_path.stem)
     images = _check_images(coco["images"], report)
     groups = _group_annotations(coco, images, names, mapped, report)
-    info: dict[str, Any] = {
-        "name": report.name, "kind": "imported", "classes": list(scen.classes), "fingerprint": "",
-        "scenario": {"name": scen.name, "version": scen.spec.version, "spec_sha256": scen.spec_hash()},
-        "importer_version": IMPORTER_VERSION, "generator_version": GENERATOR_VERSION,
-    }  # fmt: skip
+    info = import_info(report.name, scen, IMPORTER_VERSION)
     with ShardWriter(out, info, overwrite) as writer:
         shas = _write_images(writer, root, images, groups, names, scen.classes, report, progress)
         if report.annotations["valid"] == 0:
@@ -424,21 +488,12 @@ def _finish(
 ) -> None:
     """Fingerprint and import record into the manifest info; rejected.json into the shard."""
     ann_sha = hashlib.sha256(ann_path.read_bytes()).hexdigest()
-    info["fingerprint"] = fingerprint(
-        importer=IMPORTER_VERSION, generator_version=GENERATOR_VERSION, annotations_sha256=ann_sha,
-        scenario_spec_sha256=spec_sha, image_sha256=dict(sorted(shas.items())),
-    )  # fmt: skip
-    rejected = {
-        "counts": report.counts(),
-        "images": sorted(report.rejected_images, key=_id_order),
-        "annotations": sorted(report.rejected_annotations, key=_id_order),
-    }
-    atomic.write_json(writer.root / REJECTED_FILE, rejected)
-    info["import"] = {
+    inputs = {
+        "importer": IMPORTER_VERSION, "generator_version": GENERATOR_VERSION, "annotations_sha256": ann_sha,
+        "scenario_spec_sha256": spec_sha, "image_sha256": dict(sorted(shas.items())),
+    }  # fmt: skip
+    source = {
         "annotations_file": str(ann_path.resolve()), "annotations_sha256": ann_sha,
         "category_map": {str(k): v for k, v in sorted(mapped.items())},
-        "mask_source": report.mask_source, "mask_source_counts": dict(sorted(report.mask_sources.items())),
-        "counts": report.counts(), "box_tolerance_px": BOX_TOLERANCE,
-        "rejected_file": REJECTED_FILE,
-        "rejected_sha256": hashlib.sha256(atomic.dumps_json(rejected).encode()).hexdigest(),
-    }  # fmt: skip
+    }
+    finish_import(writer, info, inputs, source, report)
