@@ -104,7 +104,7 @@ def _is_int(v: Any) -> bool:
 def _id_order(record: dict[str, Any]) -> tuple[bool, int]:
     """Rejected records sorted by id; records without an int id last, in file order."""
     rid = record.get("id")
-    return (not _is_int(rid), rid if _is_int(rid) else 0)
+    return (False, int(rid)) if _is_int(rid) else (True, 0)
 
 
 def load_coco(path: str | Path) -> dict[str, Any]:
