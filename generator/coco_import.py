@@ -104,7 +104,7 @@ def _is_int(v: Any) -> bool:
 def _id_order(record: dict[str, Any]) -> tuple[bool, int]:
     """Rejected records sorted by id; records without an int id last, in file order."""
     rid = record.get("id")
-    return (False, int(rid)) if _is_int(rid) else (True, 0)
+    return (False, rid) if isinstance(rid, int) and not isinstance(rid, bool) else (True, 0)
 
 
 def load_coco(path: str | Path) -> dict[str, Any]:
