@@ -84,9 +84,13 @@ def _weak_md(r: dict[str, Any], top: int) -> list[str]:
 def render_markdown(report: dict[str, Any], top: int = 10) -> str:
     """report.md: a readable summary of a report dict."""
     d, m = report["data"], report["model"]
-    lines = ["# Failure report", "",
-             f"- model: `{m.get('path', '?')}` (scenario {m.get('scenario', '?')}, "
-             f"sha256 {str(m.get('sha256', '?'))[:12]})",
+    if "predictions" in m:  # `evaluate --predictions`: another detector's COCO results file
+        source = (f"- predictions: `{m['predictions']}` ({m.get('detections', '?')} detections, "
+                  f"sha256 {str(m.get('sha256', '?'))[:12]})")
+    else:
+        source = (f"- model: `{m.get('path', '?')}` (scenario {m.get('scenario', '?')}, "
+                  f"sha256 {str(m.get('sha256', '?'))[:12]})")
+    lines = ["# Failure report", "", source,
              f"- data: `{d['path']}` ({d['kind']}, split {d['split']}, fingerprint "
              f"{str(d['fingerprint'])[:12]}), {report['counts']['images']} images, "
              f"{report['counts']['objects']} objects",

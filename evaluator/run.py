@@ -1,7 +1,9 @@
-"""One call from a checkpoint and a shard to a written failure report.
+"""One call from a checkpoint (or a detections file) and a shard to a written failure report.
 
 Used by ``synthloop evaluate``, the demo and the loop, so the order of checks (cheap refusals
-before any inference) lives in one place.
+before any inference) lives in one place. :func:`evaluate_predictions` is the same path for
+another detector's COCO results file: its detections enter :func:`evaluator.evaluate.evaluate`
+where a model's predictions do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from evaluator.checks import check_model, check_shard, resolve_scenario
 from evaluator.evaluate import EvalOptions, Evaluation, evaluate
 from evaluator.predict import model_identity, open_detector, predict_shard
+from evaluator.predictions import load_predictions
 from evaluator.report import write_report
 from generator import atomic
 from generator.errors import ConfigError, ShardError
@@ -36,6 +39,24 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, options
     atomic.prepare_output_dir(out, overwrite)
     predictions = predict_shard(detector, shard, batch_size, progress=progress)
     ev = evaluate(shard, predictions, scen, options, model=model_identity(model, detector), final_report=final_report)
+    return write_report(ev, shard, out, overwrite), ev
+
+
+def evaluate_predictions(predictions: str | Path, data: str | Path, out: str | Path,
+                         options: EvalOptions | None = None, *, scenario: str | None = None,
+                         final_report: bool = False, overwrite: bool = False) -> tuple[Path, Evaluation]:
+    """Evaluate a COCO results file ``predictions`` (any detector's) on shard ``data`` and write
+    the report to ``out``; the report's ``model`` block is ``{predictions, sha256, detections}``."""
+    options = (options or EvalOptions()).validate()
+    try:
+        shard = Shard(data)
+    except ShardError as exc:
+        raise ShardError(f"--data: {exc}") from exc
+    check_shard(shard, final_report)
+    preds, source = load_predictions(predictions, shard)
+    scen = resolve_scenario(scenario, shard, None)
+    atomic.prepare_output_dir(out, overwrite)
+    ev = evaluate(shard, preds, scen, options, model=source, final_report=final_report)
     return write_report(ev, shard, out, overwrite), ev
 
 
