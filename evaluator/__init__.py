@@ -10,7 +10,8 @@ Library API (predictions are data — a COCO results list — so everything runs
   :func:`evaluator.slices.condition_slices` / :func:`~evaluator.slices.weak_slices`,
   :func:`evaluator.stats.wilson_interval`, :func:`evaluator.ap.bootstrap_ap`.
 - :mod:`evaluator.predict` runs a real detector over a shard (imports trainer lazily);
-  :mod:`evaluator.testing` has a stand-in detector.
+  :mod:`evaluator.predictions` reads any detector's COCO results file instead
+  (``synthloop evaluate --predictions``); :mod:`evaluator.testing` has a stand-in detector.
 
 Never imports prefect or mlflow.
 """

@@ -173,6 +173,23 @@ def test_ground_truth_as_detections_is_perfect(shard_path, tmp_path):
         "gallery.png", "report.json", "report.md", "slices.csv"]
 
 
+def test_the_policy_steers_on_a_predictions_report(shard_path, tmp_path, capsys):
+    """The point of --predictions: another detector's weak slices move the generator too."""
+    missed_small = [d for d, a in zip(_truth(shard_path), Shard(shard_path).coco["annotations"], strict=True)
+                    if a["area"] >= 150]
+    dets = _write(tmp_path / "d.json", missed_small)
+    assert _evaluate(dets, shard_path, tmp_path / "r") == 0
+    report = _report(tmp_path / "r")
+    assert (report["weak_slices"][0]["condition"], report["weak_slices"][0]["side"]) == ("size", "low")
+    scenario = tmp_path / "demo.yaml"
+    scenario.write_text(yaml.safe_dump(DEMO_SPEC))
+    params = tmp_path / "next" / "params.yaml"
+    assert main(["policy", "next", "--scenario", str(scenario), "--report", str(tmp_path / "r" / "report.json"),
+                 "--shard", str(shard_path), "--out", str(params)]) == 0
+    moved = yaml.safe_load(params.read_text())["distributions"]
+    assert moved["object.scale"]["center"] < DEMO_SPEC["parameters"]["object.scale"]["default"]
+
+
 def test_duplicates_are_kept_as_false_positives(shard_path, tmp_path):
     truth = _truth(shard_path)
     dets = _write(tmp_path / "dup.json", [*truth, dict(truth[0], score=0.9)])
