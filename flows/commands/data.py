@@ -6,6 +6,8 @@ add a row there to add an action):
 - ``data real``: build the built-in real set (real MNIST digits on real photos) as three
   disjoint shards ``real-train``, ``real-val``, ``real-test``;
 - ``data import-coco``: validate a COCO dataset and write its valid subset as a shard;
+- ``data import-yolo``: the same for an Ultralytics-style YOLO dataset (data.yaml + labels/);
+- ``data split``: split one shard into real-train / real-val / real-test (a loop's real_dir);
 - ``data simulate-production``: a drifting production stream (frames, log, held-out truth).
 
 Libraries are imported inside the ``_run_*`` functions so ``synthloop --help`` stays fast.
@@ -17,7 +19,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-DESCRIPTION = "Build the built-in real evaluation set or import a COCO dataset as a shard."
+DESCRIPTION = "Build the built-in real evaluation set, import a COCO or YOLO dataset as a shard, split it."
 
 
 def _add_real(sub: Any) -> argparse.ArgumentParser:
@@ -102,6 +104,11 @@ def _run_import_coco(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=True,
     )
+    _print_import(report, args.out)
+    return 0
+
+
+def _print_import(report: Any, out: str) -> None:
     counts = report.counts()
     print(f"{'records':<12} {'total':>6} {'valid':>6} {'rejected':>8}")
     for kind in ("images", "annotations"):
@@ -111,7 +118,73 @@ def _run_import_coco(args: argparse.Namespace) -> int:
         for reason, n in counts[kind]["by_reason"].items():
             print(f"  rejected {kind[:-1]}: {reason:<26} {n:>6}")
     print(f"mask source: {report.mask_source}; fingerprint {report.fingerprint}")
-    print(f"wrote {args.out} (rejected records: {args.out}/rejected.json)")
+    print(f"wrote {out} (rejected records: {out}/rejected.json)")
+
+
+def _add_import_yolo(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "import-yolo",
+        help="validate a YOLO (Ultralytics) dataset split and write its valid subset as a shard",
+        description=(
+            "Read a YOLO detection dataset (data.yaml with path, train/val/test image folders and names; "
+            "labels/ mirroring images/ with one 'class cx cy w h' line per object, normalised to [0, 1]; "
+            "an image without a label file has no objects). Every image and label line is checked "
+            "(class id in names, coordinates finite and in [0, 1], 5 fields, non-zero box, no path or "
+            "symlink leading out of the dataset root, decodable image); the valid subset becomes an "
+            "'imported' shard and rejected records are listed with file and line in OUT/rejected.json. "
+            "Class names map to the scenario's classes by name, or through --classes. See docs/real-data.md."
+        ),
+    )
+    p.add_argument("--data", required=True, help="the dataset's data.yaml, or the folder holding it")
+    p.add_argument("--out", required=True, help="shard directory to create")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"),
+                   help="which image folder of data.yaml to import (default train)")
+    p.add_argument("--classes", default=None, metavar="MAP.yaml",
+                   help='YAML mapping {dataset class name: scenario class}, e.g. {"seven": "7"}; '
+                        "null drops a class (default: names must be scenario classes)")
+    p.add_argument("--scenario", default="digits",
+                   help="scenario (name or YAML path) whose classes the names map to (default digits)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    return p
+
+
+def _run_import_yolo(args: argparse.Namespace) -> int:
+    from generator.yolo_import import import_yolo
+
+    report = import_yolo(args.data, args.out, split=args.split, classes_map=args.classes, scenario=args.scenario,
+                         overwrite=args.overwrite, progress=True)
+    _print_import(report, args.out)
+    return 0
+
+
+def _add_split(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "split",
+        help="split one shard into real-train / real-val / real-test shards (a loop's real_dir)",
+        description=(
+            "Split a labelled shard (e.g. from import-coco or import-yolo) into OUT/real-train, OUT/real-val "
+            "and OUT/real-test, the layout of `synthloop data real`, so OUT can be a loop's real_dir. One "
+            "permutation from the seed assigns the images (same seed => identical files and fingerprints); "
+            "all three are written or none. real-test is held out for final reporting, as the built-in one."
+        ),
+    )
+    p.add_argument("--data", required=True, help="the shard to split")
+    p.add_argument("--out", required=True, help="directory to create (holds the three splits and split.json)")
+    p.add_argument("--val", type=float, default=0.2, help="share of images for real-val (default 0.2)")
+    p.add_argument("--test", type=float, default=0.2, help="share of images for real-test (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed => same splits")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    return p
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from generator.real.split_shard import split_shard
+
+    parts = split_shard(args.data, args.out, val=args.val, test=args.test, seed=args.seed, overwrite=args.overwrite)
+    print(f"{'split':<11} {'images':>6} {'labels':>6}  fingerprint")
+    for s in parts:
+        print(f"{s.split:<11} {s.images:>6} {s.annotations:>6}  {s.fingerprint}")
+    print(f"wrote {args.out} (real-test is for final reporting only; use it as a loop's real_dir)")
     return 0
 
 
@@ -170,6 +243,8 @@ def _run_simulate_production(args: argparse.Namespace) -> int:
 ACTIONS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "real": (_add_real, _run_real),
     "import-coco": (_add_import_coco, _run_import_coco),
+    "import-yolo": (_add_import_yolo, _run_import_yolo),
+    "split": (_add_split, _run_split),
     "simulate-production": (_add_simulate_production, _run_simulate_production),
 }
 
