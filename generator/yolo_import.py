@@ -276,7 +276,7 @@ def _read_labels(ds: YoloDataset, rel_label: str) -> tuple[list[tuple[int, str]]
         return None, "", ("unreadable_label_file", f"{rel_label!r} is not a file under {str(ds.root)!r}")
     try:
         data = real.read_bytes()
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a BOM from a Windows editor is not part of line 1
     except (OSError, UnicodeDecodeError) as exc:
         return None, "", ("unreadable_label_file", f"{rel_label!r}: {exc}")
     lines = [(n, t.strip()) for n, t in enumerate(text.splitlines(), start=1) if t.strip()]

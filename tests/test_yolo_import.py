@@ -175,6 +175,20 @@ def test_no_valid_image_exits_2_with_one_line_and_writes_nothing(
     assert err.startswith("error: --data train: no valid image remains in")
     assert "class_out_of_range 1" in err and "wrong_field_count 1" in err and "nothing was written" in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    # valid images but not one labelled object (no label files at all): refused the same way
+    data = _dataset(tmp_path / "bare", {"a": None, "b": None})
+    assert main(["data", "import-yolo", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --data train: no valid labelled object remains") and "\n" not in err
+    assert "add label files" in err and not out.exists()
+
+
+def test_symlink_loop_inside_the_root_is_walked_once_and_bom_is_ignored(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "ds", {"a": b"\xef\xbb\xbf3 0.5 0.5 0.25 0.25\r\n"})
+    os.symlink(tmp_path / "ds" / "images", tmp_path / "ds" / "images" / "train" / "loop")
+    report = import_yolo(data, tmp_path / "out")
+    assert report.counts()["images"] == {"total": 1, "valid": 1, "rejected": 0, "by_reason": {}}
+    assert report.counts()["annotations"]["valid"] == 1
 
 
 @pytest.mark.parametrize(
