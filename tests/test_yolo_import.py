@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from generator.errors import DataError
+from generator.errors import DataError, ShardError
 from generator.export_yolo import export_yolo
 from generator.real.split_shard import split_shard
 from generator.real.splits import check_split_access, open_real_split
@@ -278,6 +278,12 @@ def test_split_is_reproducible_sized_and_atomic(tmp_path: Path, capsys: pytest.C
     # fractions that leave a split empty are refused, and nothing is written
     assert main([*base, "--out", str(tmp_path / "d"), "--val", "0.5", "--test", "0.5"]) == 2
     assert "--val + --test" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    # a file that fails its checksum after real-train and real-val are written: none is published
+    last = Shard(src).coco["images"][ids["real-test"][-1] - 1]["file_name"]  # written last
+    (src / last).write_bytes(b"edited")
+    with pytest.raises(ShardError, match="does not match its sha256"):
+        split_shard(src, tmp_path / "f", seed=3)
+    assert not (tmp_path / "f").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     small = _digit_shard(tmp_path / "small", n=2)
     with pytest.raises(DataError, match="at least 3 images"):
         split_shard(small, tmp_path / "e")
