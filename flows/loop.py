@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -87,6 +88,7 @@ class TrainStep:
     data: list[tuple[Path, float]]
     init: Path | None
     reused: bool = False  # an intact model from the same inputs was already there
+    sha256: str | None = None  # an external model's content hash (flows.external.dir_sha256)
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,8 @@ def train_step(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -
         raise ConfigError(f"train_step: iteration {k} needs at least one synthetic shard, but got none")
     data, options, out = train_data(cfg, shards), _train_options(cfg, k), cfg.iter_dir(k) / "model"
     t0 = time.perf_counter()
+    if cfg.external:
+        return _external_train(cfg, k, data, options, init)
     if finished_model(out, data, options, init):
         meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
         report(f"train iter {k}: {_rel(cfg, out)} … reused (same inputs)", show=cfg.progress, always=True)
@@ -355,6 +359,34 @@ def train_step(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -
                      time.perf_counter() - t0, r.images_seen, extra=f"final loss {r.final_loss:.3f}"),
            show=cfg.progress)
     return TrainStep(r.path, r.steps, r.final_loss, round(time.perf_counter() - t0, 3), r.images_per_s, data, init)
+
+
+def _external_train(cfg: LoopConfig, k: int, data: list[tuple[Path, float]], options: dict[str, Any],
+                    init: Path | None) -> TrainStep:
+    """:func:`train_step` with ``cfg.external_train`` (flows/external.py)."""
+    from flows import external
+
+    path, sha, seconds, reused = external.train(cfg, k, data, init, options, list(_scenario(cfg).classes))
+    what = "reused (same request)" if reused else f"done in {seconds:.1f} s"
+    report(f"train iter {k}: external model {_rel(cfg, path)} (sha256 {sha[:12]}…) … {what}",
+           show=cfg.progress, always=True)
+    return TrainStep(path, cfg.steps_per_iteration, float("nan"), round(seconds, 3), 0.0, data, init,
+                     reused=reused, sha256=sha)
+
+
+def external_evaluation(cfg: LoopConfig, model: Path, split: str, out: Path, step_dir: Path, seed: int) -> Any:
+    """Run ``cfg.external_predict`` with ``model`` on real ``split`` (detections in
+    ``step_dir/predict-<split>.json``), then the evaluator's :func:`evaluate_predictions`
+    into ``out``; ``(report dir, Evaluation)``."""
+    from evaluator.evaluate import EvalOptions
+    from evaluator.run import evaluate_predictions
+    from flows import external
+
+    opts = EvalOptions(resamples=cfg.eval_resamples, seed=seed, score_threshold=cfg.score_threshold)
+    dets = external.predict(cfg, model, cfg.real_root / split, step_dir, f"predict-{split}")
+    path, ev = evaluate_predictions(dets, cfg.real_root / split, out, opts, scenario=cfg.scenario,
+                                    final_report=split == "real-test", overwrite=True)
+    return path, ev
 
 
 def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val") -> EvalStep:
@@ -368,9 +400,15 @@ def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val")
     opts = EvalOptions(resamples=cfg.eval_resamples, seed=iteration_seeds(cfg.seed, k)["evaluate"],
                        score_threshold=cfg.score_threshold)
     t0 = time.perf_counter()
-    path, ev = evaluate_model(model, cfg.real_root / split, cfg.iter_dir(k) / REPORT_DIRS[split], opts,
-                              scenario=cfg.scenario, final_report=split == "real-test", overwrite=True,
-                              progress=cfg.progress)
+    if cfg.external:
+        from flows.external import DIR
+
+        path, ev = external_evaluation(cfg, model, split, cfg.iter_dir(k) / REPORT_DIRS[split],
+                                       cfg.iter_dir(k) / DIR, opts.seed)
+    else:
+        path, ev = evaluate_model(model, cfg.real_root / split, cfg.iter_dir(k) / REPORT_DIRS[split], opts,
+                                  scenario=cfg.scenario, final_report=split == "real-test", overwrite=True,
+                                  progress=cfg.progress)
     h = headline(ev.report)
     n = int((ev.report["data"].get("counts") or {}).get("images") or 0)
     report(done_line(f"evaluate iter {k}", f"{n} {split} images", time.perf_counter() - t0, n,
@@ -538,9 +576,12 @@ def iteration_record(cfg: LoopConfig, k: int, history: LoopHistory, renders: lis
                 "shards": [{"path": _rel(cfg, r.path), "fingerprint": r.fingerprint, "images": r.images,
                             "annotations": r.annotations, "seconds": r.seconds, "reused": r.reused,
                             **({"repaired": r.repaired} if r.repaired else {})} for r in renders]},
-        train={"path": _rel(cfg, t.path), "steps": t.steps, "final_loss": t.final_loss, "seconds": t.seconds,
+        train={"path": _rel(cfg, t.path), "steps": t.steps,
+               "final_loss": t.final_loss if math.isfinite(t.final_loss) else None,  # None: an external model
+               "seconds": t.seconds,
                "images_per_s": round(t.images_per_s, 2), "init": None if init is None else _rel(cfg, init),
-               "reused": t.reused, "data": [f"{_rel(cfg, p)}:{w}" for p, w in t.data]},
+               "reused": t.reused, "data": [f"{_rel(cfg, p)}:{w}" for p, w in t.data],
+               **({"external": True, "sha256": t.sha256} if t.sha256 is not None else {})},
         evaluate={"path": _rel(cfg, e.path), "split": e.split, "map50": e.map50, "recall": e.recall,
                   "weakest": e.weakest, "seconds": e.seconds},
         decision={"path": _rel(cfg, p.path), "policy": d.get("policy"), "trial": d.get("trial"),

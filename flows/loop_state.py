@@ -103,6 +103,11 @@ class LoopConfig:
     # first (flows.drift_calibration): Optuna trials of that many rendered images; 0 turns it off
     drift_calibration_trials: int = 16
     drift_calibration_images: int = 32
+    # your own detector (flows/external.py, docs/trainer.md "Your own model in the loop"): the
+    # commands (a string, shell-split, or an argv list) that train a model directory and write
+    # COCO detections from it, each given a JSON request file; None: the built-in CenterNet
+    external_train: str | list[str] | None = None
+    external_predict: str | list[str] | None = None
 
     def validate(self) -> LoopConfig:
         """Check every field; return ``self`` (raises ConfigError naming the field)."""
@@ -132,6 +137,9 @@ class LoopConfig:
                 raise field_error("loop.production", "must be a window directory path or null", self.production)
 
             read_info(self.production)
+        from flows.external import check_settings
+
+        check_settings(self.external_train, self.external_predict)  # both or neither, each on PATH
         self._check_choices()
         from flows.loop_checks import check_runnable
 
@@ -176,10 +184,19 @@ class LoopConfig:
                               "drop it or set strategy='mixed'")
         if self.objective not in ("map50", "recall", "slice_recall"):
             raise field_error("loop.objective", "must be one of map50, recall, slice_recall", self.objective)
-        if self.init_model is not None:
+        if self.init_model is not None and self.external:
+            from flows.external import check_model_dir
+
+            check_model_dir("init_model", self.init_model)  # your detector's directory: hashed, not loaded
+        elif self.init_model is not None:
             from flows.warm_start import check_init_model
 
             check_init_model(self.init_model, self.scenario)
+
+    @property
+    def external(self) -> bool:
+        """True when the loop trains and evaluates an external detector (flows/external.py)."""
+        return self.external_train is not None
 
     @property
     def work(self) -> Path:

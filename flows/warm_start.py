@@ -108,7 +108,12 @@ def check_resumed_init(recorded: dict[str, Any] | None, cfg: LoopConfig) -> None
     if recorded is None or cfg.init_model is None:
         return
     try:
-        sha = sha256_file(Path(cfg.init_model) / "model.pt")
+        if cfg.external:  # your detector's directory: its content hash (flows/external.py)
+            from flows.external import dir_sha256
+
+            sha = dir_sha256(cfg.init_model)
+        else:
+            sha = sha256_file(Path(cfg.init_model) / "model.pt")
     except OSError:
         sha = "unreadable"
     if sha != recorded.get("weights_sha256"):
@@ -124,6 +129,8 @@ def condition_shards(cfg: LoopConfig) -> list[Path]:
 
     path = init_path(cfg)
     assert path is not None
+    if cfg.external:  # an external model's training data is not known: the probe gives the conditions
+        return []
     meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
     used = []
     for d in meta.get("data") or []:
@@ -175,8 +182,15 @@ def evaluate_init(cfg: LoopConfig) -> EvalStep:
         raise ConfigError("evaluate_init: the loop has no init_model; nothing to evaluate")
     opts = EvalOptions(resamples=cfg.eval_resamples, seed=init_seed(cfg.seed), score_threshold=cfg.score_threshold)
     t0 = time.perf_counter()
-    path, ev = evaluate_model(model, cfg.real_root / "real-val", init_dir(cfg) / "report", opts,
-                              scenario=cfg.scenario, overwrite=True, progress=cfg.progress)
+    if cfg.external:  # your detector's predict command, then the same evaluator (flows/external.py)
+        from flows.external import DIR
+        from flows.loop import external_evaluation
+
+        path, ev = external_evaluation(cfg, model, "real-val", init_dir(cfg) / "report", init_dir(cfg) / DIR,
+                                       opts.seed)
+    else:
+        path, ev = evaluate_model(model, cfg.real_root / "real-val", init_dir(cfg) / "report", opts,
+                                  scenario=cfg.scenario, overwrite=True, progress=cfg.progress)
     h = headline(ev.report)
     return EvalStep(path, "real-val", h["map50"], h["recall"], h["weakest"], round(time.perf_counter() - t0, 3),
                     ev.report)
@@ -206,10 +220,18 @@ def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep, shards: list[Path])
     """history.json's ``init`` block (paths relative to the work directory, the model's absolute)."""
     from flows.loop import _rel
 
-    ident = check_init_model(cfg.init_model, cfg.scenario)
+    if cfg.external:  # your detector's directory, recorded by content hash (flows.external.dir_sha256)
+        from flows.external import dir_sha256
+
+        assert cfg.init_model is not None
+        ident = {"path": str(Path(cfg.init_model).resolve()), "weights_sha256": dir_sha256(cfg.init_model),
+                 "fingerprint": None, "external": True}
+    else:
+        ident = check_init_model(cfg.init_model, cfg.scenario)
     d = p.decision
     return {
         "model": ident["path"], "weights_sha256": ident["weights_sha256"], "fingerprint": ident["fingerprint"],
+        **({"external": True} if ident.get("external") else {}),
         "seeds": init_seeds(cfg.seed), "conditions_from": [_rel(cfg, Path(u)) for u in shards],
         "evaluate": {"path": _rel(cfg, e.path), "split": e.split, "map50": e.map50, "recall": e.recall,
                      "weakest": e.weakest, "seconds": e.seconds},
