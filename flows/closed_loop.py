@@ -184,7 +184,8 @@ def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: 
     window = (record.get("production") or {}).get("path")
     tracking.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict(),
                            production=None if window is None else cfg.work / window)
-    model = tracking.log_model(t, run_id, cfg.work / record["train"]["path"], k, record["evaluate"]["map50"])
+    model = tracking.log_model(t, run_id, cfg.work / record["train"]["path"], k, record["evaluate"]["map50"],
+                               external_sha256=record["train"].get("sha256") if cfg.external else None)
     tracking.close_run(t, run_id)
     return {"run_id": run_id, "model": model, "already": False}
 

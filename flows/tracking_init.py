@@ -100,7 +100,8 @@ def log_init(t: Tracking, run_id: str, parent_id: str, work: Path, init: dict[st
         c.log_artifact(run_id, str(decision))
     weakest = init["evaluate"].get("weakest")
     _set_tags(c, run_id, {TAG_WEAKEST: weakest} if weakest else {})
-    return log_model(t, run_id, Path(init["model"]), INIT_STEP, init["evaluate"].get("map50"))
+    return log_model(t, run_id, Path(init["model"]), INIT_STEP, init["evaluate"].get("map50"),
+                     external_sha256=init["weights_sha256"] if init.get("external") else None)
 
 
 def track_init(t: Tracking, parent_id: str, work: Path, init: dict[str, Any], flow_run_id: str | None = None) -> str:
