@@ -77,7 +77,9 @@ def iteration_markdown(cfg: LoopConfig, record: IterationRecord, run_link: str, 
              f"- real-val: mAP@0.5 {_f(ev.get('map50'))}, recall {_f(ev.get('recall'))}, "
              f"weakest slice: {ev.get('weakest') or '–'}",
              f"- MLflow run: {run_link}"]
-    if model:
+    if model and model.get("version") is None:  # an external detector's model: artifacts + hash
+        lines.append(f"- model (external): `{model.get('model_uri')}` sha256 `{model.get('sha256')}`")
+    elif model:
         lines.append(f"- model: `{model.get('model_uri')}` version {model.get('version')}"
                      + (" — now `champion`" if model.get("champion") else ""))
     from policy.decision import Decision

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flows import external
-from flows.loop import LoopConfig, run_loop
+from flows.loop import LoopConfig, evaluate_step, run_loop
 from generator.errors import ConfigError
 from generator.real.build import build_real_set
 from generator.shard import sha256_file
@@ -78,6 +78,17 @@ def test_two_iterations_with_an_external_detector(tmp_path: Path, real: Path) ->
         assert not list((work / f"iter_{k}").glob(".tmp-*"))
     assert hashes[0] != hashes[1]  # iteration 1 trained further
     assert not (work / "iter_0" / "model" / "model.pt").exists()  # the built-in trainer never ran
+    # reporting code's held-out evaluation goes through the same commands and evaluator
+    cfg = tiny(work, real)
+    test = evaluate_step(cfg, 1, work / "iter_1" / "model", "real-test")
+    assert test.path == work / "iter_1" / "report-test" and test.report["final_report"] is True
+    assert (work / "iter_1" / "external" / "predict-real-test.json").is_file()
+    # the flow's Prefect markdown names an external model by its hash
+    from flows.publish import iteration_markdown
+
+    md = iteration_markdown(cfg, h.entries[1], "run-link", {"model_id": None, "version": None, "champion": False,
+                                                           "sha256": hashes[1], "model_uri": "runs:/r/external_model"})
+    assert f"- model (external): `runs:/r/external_model` sha256 `{hashes[1]}`" in md
 
 
 def test_a_failing_train_command_is_one_line_and_the_loop_resumes(tmp_path: Path, real: Path,
@@ -212,3 +223,39 @@ def test_warm_start_from_an_external_model(tmp_path: Path, real: Path) -> None:
         run_loop(tiny(work, real, iterations=2, init_model=str(init)))
     with pytest.raises(ConfigError, match=r"loop\.init_model: must be a directory holding"):
         run_loop(tiny(tmp_path / "other", real, init_model=str(tmp_path / "empty")))
+
+
+@pytest.mark.slow
+def test_the_prefect_flow_drives_the_external_detector(tmp_path: Path, real: Path) -> None:
+    """The flow's train/evaluate tasks are the library steps: the same external commands, the
+    history's hashes, and each iteration's MLflow run holds the model files and hash (no
+    registered version)."""
+    from mlflow import MlflowClient
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.closed_loop import closed_loop
+    from flows.settings import LoopSettings
+    from flows.tracking import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256
+
+    s = LoopSettings.build({
+        "workdir": str(tmp_path / "loop"), "real_dir": str(real), "iterations": 2, "images_per_iteration": 6,
+        "render_shards": 1, "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64,
+        "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu",
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "ext-flow", "model_name": "ext-flow",
+        "external_train": TRAIN, "external_predict": PREDICT})
+    with temporary_settings({PREFECT_HOME: str(tmp_path / "prefect-home")}), \
+            prefect_test_harness(server_startup_timeout=120):
+        rows = closed_loop(s)
+    assert [r["iteration"] for r in rows] == [0, 1]
+    entries = history(Path(s.workdir))["iterations"]
+    shas = [e["train"]["sha256"] for e in entries]
+    assert shas == [external.dir_sha256(Path(s.workdir) / e["train"]["path"]) for e in entries]
+    c = MlflowClient(tracking_uri=s.tracking_uri)
+    exp = c.get_experiment_by_name("ext-flow")
+    tagged = {r.data.tags.get("synthloop.iteration"): r for r in c.search_runs([exp.experiment_id])
+              if TAG_MODEL_SHA256 in r.data.tags}
+    assert [tagged[str(k)].data.tags[TAG_MODEL_SHA256] for k in (0, 1)] == shas
+    files = {f.path for f in c.list_artifacts(tagged["1"].info.run_id, EXTERNAL_ARTIFACTS)}
+    assert files == {f"{EXTERNAL_ARTIFACTS}/gridnet.json", f"{EXTERNAL_ARTIFACTS}/gridnet.pt"}
+    assert c.search_model_versions("name='ext-flow'") == []
