@@ -253,6 +253,7 @@ def test_the_prefect_flow_drives_the_external_detector(tmp_path: Path, real: Pat
     assert shas == [external.dir_sha256(Path(s.workdir) / e["train"]["path"]) for e in entries]
     c = MlflowClient(tracking_uri=s.tracking_uri)
     exp = c.get_experiment_by_name("ext-flow")
+    assert exp is not None
     tagged = {r.data.tags.get("synthloop.iteration"): r for r in c.search_runs([exp.experiment_id])
               if TAG_MODEL_SHA256 in r.data.tags}
     assert [tagged[str(k)].data.tags[TAG_MODEL_SHA256] for k in (0, 1)] == shas
