@@ -298,8 +298,11 @@ def _flow_run_id() -> str | None:
     return str(flow_run.id) if flow_run.id else None
 
 
-@flow(name="closed-loop", task_runner=ProcessPoolTaskRunner(initializer=process_guard.worker_init),
-      log_prints=True)  # type: ignore[arg-type]
+# render workers end quietly on Ctrl-C (the main process reports it once)
+_RENDER_POOL: Any = ProcessPoolTaskRunner(initializer=process_guard.worker_init)
+
+
+@flow(name="closed-loop", task_runner=_RENDER_POOL, log_prints=True)
 def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     """Render → train → evaluate on real-val → policy, ``iterations`` times, tracked in MLflow."""
     settings = settings or LoopSettings()

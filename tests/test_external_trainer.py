@@ -1,6 +1,6 @@
 """Your own detector in the loop (flows/external.py): an external train and predict command.
 
-The detector is examples/external_detector/ (GridNet, a tiny grid box regressor sharing no code
+The detector is tests/external_detector/ (GridNet, a tiny grid box regressor sharing no code
 with trainer/), driven through its command-line contract; the loop runs on the fake renderer,
 64² images and a few training steps, so these check the plumbing (requests, atomic model
 directories, content hashes, evaluation through evaluate_predictions, failures and resume).
@@ -23,7 +23,7 @@ from generator.real.build import build_real_set
 from generator.shard import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "external_detector"
+EXAMPLE = REPO / "tests" / "external_detector"
 TRAIN = [sys.executable, str(EXAMPLE / "train.py")]
 PREDICT = f"{shlex.quote(sys.executable)} {shlex.quote(str(EXAMPLE / 'predict.py'))}"  # the string form
 SMALL = {"real-train": 12, "real-val": 16, "real-test": 8}

@@ -1,6 +1,6 @@
 """Train GridNet from a synthloop train request (docs/trainer.md, "Your own model in the loop").
 
-    python examples/external_detector/train.py REQUEST.json
+    python tests/external_detector/train.py REQUEST.json
 
 Reads the shards' annotations.json, samples images by shard weight, continues from the
 request's ``init`` model when given, writes ``gridnet.pt`` + ``gridnet.json`` into ``out``.

@@ -1,6 +1,6 @@
 """Write GridNet's detections on a synthloop predict request as a COCO results list.
 
-    python examples/external_detector/predict.py REQUEST.json
+    python tests/external_detector/predict.py REQUEST.json
 
 Output (the request's ``out``): ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``
 with the request's image ids and category ids.
