@@ -67,19 +67,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with process_guard.guard():  # Ctrl-C, SIGTERM or its death stop all it started
             return int(args.func(args) or 0)
-    except SynthloopError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sig = process_guard.received() or signal.SIGINT
+    except BaseException as exc:
+        return exit_code(exc)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status (and one stderr line) for what a subcommand raised; re-raises the rest."""
+    from flows import process_guard
+
+    sig = process_guard.received()
+    if sig is not None or isinstance(exc, KeyboardInterrupt):
+        # stopped by a signal: whatever the interrupted code raised on its way out (Prefect's crash
+        # handler can turn the KeyboardInterrupt into its own ValueError) is part of the stop
+        sig = sig or signal.SIGINT
         print(f"error: interrupted ({signal.Signals(sig).name}); nothing partial was published and a loop "
               "resumes where it stopped", file=sys.stderr)
         return 128 + int(sig)
-    except OSError as exc:  # a full disk, a read-only or vanished mount: the machine, not the input
-        if os.environ.get("SYNTHLOOP_DEBUG") == "1":
-            raise
+    if isinstance(exc, SynthloopError):
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, OSError) and os.environ.get("SYNTHLOOP_DEBUG") != "1":
+        # a full disk, a read-only or vanished mount: the machine, not the input
         print(f"error: {io_error_line(exc)}", file=sys.stderr)
         return EX_IOERR
+    raise exc
 
 
 EX_IOERR = 74  # sysexits.h: an input/output error; distinct from bad input (2)

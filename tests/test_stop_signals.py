@@ -140,3 +140,35 @@ def test_render_stops_its_workers_within_seconds_and_publishes_nothing(tmp_path:
     assert gone(token, proc.pid, timeout=10.0), f"left running: {tree_pids(token)}"
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []  # nothing partial
     assert f"interrupted ({signal.Signals(sig).name})" in err
+
+
+def test_an_error_raised_on_the_way_out_of_a_stop_is_still_the_stop(tmp_path: Path) -> None:
+    """Prefect's crash handler, interrupted while it sets a task run up, raises its own ValueError
+    ("Task run is not set") instead of the KeyboardInterrupt (seen in CI): the command still exits
+    128 + signal with the one interrupted line, not 1 with a traceback."""
+    code = textwrap.dedent("""
+        import argparse, sys, time
+        import flows.cli as cli
+
+        def hang(args):
+            print("ready", flush=True)
+            try:
+                time.sleep(60)
+            except KeyboardInterrupt:
+                raise ValueError("Task run is not set")
+
+        def parser():
+            p = argparse.ArgumentParser()
+            p.set_defaults(func=hang)
+            return p
+
+        cli.build_parser = parser
+        sys.exit(cli.main([]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
