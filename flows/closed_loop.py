@@ -57,6 +57,7 @@ from flows import loop, process_guard, publish, tracking, tracking_init, warm_st
 from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
 from flows.settings import DATA_DIR, LoopSettings
 from generator.params import GenerationParams
+from generator.workers import exit_on_sigint
 
 __all__ = ["closed_loop", "prefect_api", "tracking_for"]
 
@@ -299,7 +300,7 @@ def _flow_run_id() -> str | None:
 
 
 # render workers end quietly on Ctrl-C (the main process reports it once)
-_RENDER_POOL: Any = ProcessPoolTaskRunner(initializer=process_guard.worker_init)
+_RENDER_POOL: Any = ProcessPoolTaskRunner(initializer=exit_on_sigint)
 
 
 @flow(name="closed-loop", task_runner=_RENDER_POOL, log_prints=True)

@@ -48,26 +48,36 @@ _RESOURCE_TRACKER = b"multiprocessing.resource_tracker"
 _state: dict[str, object] = {}  # the guard of this process: token, signal received, grace timer
 
 
+def _live_processes() -> Iterator[tuple[Path, list[str]]]:
+    """``(/proc/<pid>, stat fields after "(comm)": state ppid pgrp …)`` of every live process
+    (zombies and processes that exit while we look skipped; nothing where there is no /proc)."""
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields and fields[0] != "Z":
+            yield entry, fields
+
+
 def tree_pids(token: str, *, exclude: tuple[int, ...] = ()) -> list[int]:
     """Live processes whose environment carries ``token`` in ``TREE_ENV`` (zombies and
     multiprocessing's resource tracker excluded)."""
-    needle = token.encode()
+    needle, prefix = token.encode(), TREE_ENV.encode() + b"="
     found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
+    for entry, _ in _live_processes():
+        if int(entry.name) in exclude:
             continue
         try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
             env = (entry / "environ").read_bytes()
             if _RESOURCE_TRACKER in (entry / "cmdline").read_bytes():
                 continue
-        except (OSError, IndexError):  # exited while we looked, or not ours to read
+        except OSError:  # exited while we looked, or not ours to read
             continue
-        for var in env.split(b"\0"):
-            if var.startswith(TREE_ENV.encode() + b"=") and needle in var.split(b"=", 1)[1].split(b":"):
-                found.append(int(entry.name))
-                break
+        if any(var.startswith(prefix) and needle in var[len(prefix):].split(b":") for var in env.split(b"\0")):
+            found.append(int(entry.name))
     return found
 
 
@@ -176,27 +186,12 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def worker_init() -> None:
-    """Initializer of the loop's render worker processes (Prefect's process pool): Ctrl-C, or the
-    SIGINT the main process forwards, ends a worker at once and quietly
-    (:func:`generator.workers.exit_on_sigint`); the main process reports the stop once."""
-    from generator.workers import exit_on_sigint
-
-    exit_on_sigint()
-
-
 def _interrupt_children() -> None:
     """SIGINT to this process's children in its own process group (the render workers: as on a
     terminal's Ctrl-C). Children in sessions of their own — the Prefect server, the reaper — are
     left to the ``finally`` blocks and the reaper."""
     me, group = os.getpid(), os.getpgrp()
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
+    for entry, fields in _live_processes():
         if int(fields[1]) == me and int(fields[2]) == group:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGINT)
