@@ -115,8 +115,10 @@ class LoopConfig:
                           ("batch_size", 1), ("seed", 0), ("render_workers", 1), ("render_shards", 1), ("real_seed", 0),
                           ("eval_resamples", 0), ("drift_calibration_images", 4)):
             _int_at_least(name, getattr(self, name), low)
-        if self.drift_calibration_trials != 0:  # 0: off; else as many as a calibration needs
-            _int_at_least("drift_calibration_trials", self.drift_calibration_trials, 2)
+        n = self.drift_calibration_trials  # 0: off; else as many as a calibration needs
+        if isinstance(n, bool) or not isinstance(n, int) or (n != 0 and n < 2):
+            raise field_error("loop.drift_calibration_trials", "must be 0 (off) or an integer >= 2", n,
+                              "use e.g. 16")
         for name in ("width", "height", "num_threads"):
             if getattr(self, name) is not None:
                 _int_at_least(name, getattr(self, name), 1)
