@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from generator.errors import ConfigError, DataError
+from generator.real.splits import HELD_OUT_SPLIT
 from generator.scenario import Scenario, ScenarioSpec, load_scenario
 from generator.shard import Shard
 from generator.validation import parse_model
 
-HELD_OUT_SPLIT = "real-test"  # same rule as generator.real.splits: kept for the final report
 REPORT_KIND = "synthloop-failure-report"  # the ``kind`` of every report.json the evaluator writes
 
 

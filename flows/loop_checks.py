@@ -53,14 +53,14 @@ def check_device(device: Any) -> None:
 def check_real_sizes(sizes: Any) -> None:
     """``real_sizes`` (None: the generator's) maps every real split to a digit count >= 1; the
     total against the bundled digits is checked when the real set is built."""
-    from generator.real.mnist import DIGIT_SPLITS
+    from generator.real.splits import REAL_SPLITS
 
     if sizes is None:
         return
-    ok = (isinstance(sizes, dict) and set(sizes) == set(DIGIT_SPLITS)
+    ok = (isinstance(sizes, dict) and set(sizes) == set(REAL_SPLITS)
           and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes.values()))
     if not ok:
-        raise field_error("loop.real_sizes", f"must map each of {', '.join(DIGIT_SPLITS)} to an integer >= 1",
+        raise field_error("loop.real_sizes", f"must map each of {', '.join(REAL_SPLITS)} to an integer >= 1",
                           sizes, "e.g. {real-train: 1000, real-val: 300, real-test: 300}, or drop it")
 
 

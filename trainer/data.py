@@ -22,12 +22,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from generator.errors import ConfigError, DataError, ShardError, SynthloopError
+from generator.real.splits import HELD_OUT_SPLIT
 from generator.shard import Shard
 from trainer.geometry import letterbox, xywh_to_input
 
 REAL_KINDS = ("real", "imported", "production")
 SYNTHETIC_KINDS = ("synthetic",)
-HELD_OUT_SPLITS = ("real-test",)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def check_source(source: DataSource) -> ShardInfo:
     m = shard.manifest
     where = f"--data {str(source.path)!r}"
     split = m.get("split")
-    if split in HELD_OUT_SPLITS:
+    if split == HELD_OUT_SPLIT:
         raise DataError(f"{where}: manifest split is {split!r}, which is held out for final "
                         "reporting and never trained on; train on the real-train split instead")
     kind = m.get("kind")

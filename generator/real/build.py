@@ -31,12 +31,12 @@ from generator.real.composite import CompositeConfig, compose_image, group_digit
 from generator.real.mnist import (
     DATASET_NAME,
     DEFAULT_DIGITS,
-    DIGIT_SPLITS,
     PRODUCTION_POOL,
     MnistDigits,
     allocate_digits,
     load_mnist,
 )
+from generator.real.splits import REAL_SPLITS
 from generator.shard import ShardWriter
 
 BUILDER_VERSION = "real-digits/1"
@@ -158,11 +158,11 @@ def build_real_set(
     cfg.validate()
     sizes = dict(DEFAULT_DIGITS if sizes is None else sizes)
     mnist = load_mnist()
-    alloc_ss, *split_ss = np.random.SeedSequence(seed).spawn(1 + len(DIGIT_SPLITS))
+    alloc_ss, *split_ss = np.random.SeedSequence(seed).spawn(1 + len(REAL_SPLITS))
     pools = allocate_digits(mnist.labels, sizes, np.random.default_rng(alloc_ss))
     summaries: list[SplitSummary] = []
     with atomic.atomic_dir(out, overwrite) as tmp:
-        for split, ss in zip(DIGIT_SPLITS, split_ss, strict=True):
+        for split, ss in zip(REAL_SPLITS, split_ss, strict=True):
             summaries.append(build_split(tmp / split, split, pools[split], ss, seed, cfg, sizes, mnist, progress))
         atomic.write_json(
             tmp / ALLOCATION_FILE,
@@ -171,7 +171,7 @@ def build_real_set(
                 "seed": seed,
                 "digit_sizes": sizes,
                 "mnist_sha256": mnist.sha256,
-                "photos": {s: list(ALLOCATION[s]) for s in (*DIGIT_SPLITS, PRODUCTION_POOL)},
+                "photos": {s: list(ALLOCATION[s]) for s in (*REAL_SPLITS, PRODUCTION_POOL)},
                 "mnist_indices": {s: [int(i) for i in p] for s, p in pools.items()},
             },
         )

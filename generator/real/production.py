@@ -43,14 +43,15 @@ from generator import imagestats
 from generator.errors import DataError, field_error
 from generator.photos import ALLOCATION, load_photo, photos_for, purpose_of
 from generator.real.composite import CompositeConfig, compose_image
-from generator.real.mnist import DEFAULT_DIGITS, DIGIT_SPLITS, PRODUCTION_POOL, MnistDigits, allocate_digits
+from generator.real.mnist import DEFAULT_DIGITS, PRODUCTION_POOL, MnistDigits, allocate_digits
+from generator.real.splits import HELD_OUT_SPLIT as HELD_OUT
+from generator.real.splits import REAL_SPLITS
 from generator.shard import ImageRecord
 
 DARKEN = 0.6  # exposure loss at s = 1
 NOISE = 4.0  # sensor noise sigma (luma levels) at s = 1
 SHRINK_LO, SHRINK_HI = 0.25, 0.5  # digit size range shrink at s = 1
 BUSY = 4.0  # extra photo weight of the busiest photo at s = 1
-HELD_OUT = "real-test"
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def derive_pools(labels: np.ndarray, real_seed: int = 0,
                  sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
     """The MNIST pools ``build_real_set(seed=real_seed, sizes=sizes)`` allocates (same
     SeedSequence derivation: its first spawned child feeds ``allocate_digits``)."""
-    alloc_ss = np.random.SeedSequence(real_seed).spawn(1 + len(DIGIT_SPLITS))[0]
+    alloc_ss = np.random.SeedSequence(real_seed).spawn(1 + len(REAL_SPLITS))[0]
     return allocate_digits(labels, dict(DEFAULT_DIGITS if sizes is None else sizes), np.random.default_rng(alloc_ss))
 
 

@@ -30,8 +30,7 @@ import numpy as np
 from generator import GENERATOR_VERSION, atomic
 from generator.errors import DataError, field_error
 from generator.fingerprint import fingerprint
-from generator.real.mnist import DIGIT_SPLITS
-from generator.real.splits import check_split_access
+from generator.real.splits import REAL_SPLITS, check_split_access
 from generator.shard import ImageEntry, Shard, ShardWriter
 
 SPLITTER_VERSION = "shard-split/1"
@@ -74,7 +73,7 @@ def assign(n: int, val: float, test: float, seed: int) -> dict[str, list[int]]:
     n_test, n_val = sizes["real-test"], sizes["real-val"]
     parts = {"real-test": perm[:n_test], "real-val": perm[n_test : n_test + n_val],
              "real-train": perm[n_test + n_val :]}  # fmt: skip
-    return {s: sorted(int(i) for i in parts[s]) for s in DIGIT_SPLITS}
+    return {s: sorted(int(i) for i in parts[s]) for s in REAL_SPLITS}
 
 
 def _check_source(shard: Shard) -> None:
@@ -129,7 +128,7 @@ def split_shard(
               "fingerprint": shard.fingerprint}  # fmt: skip
     summaries: list[SplitPart] = []
     with atomic.atomic_dir(out, overwrite) as tmp:
-        for split in DIGIT_SPLITS:
+        for split in REAL_SPLITS:
             ids = [int(images[i]["id"]) for i in parts[split]]
             info = {
                 "name": m.get("name", "real"), "kind": "real", "split": split, "classes": shard.classes,
@@ -148,6 +147,6 @@ def split_shard(
             summaries.append(SplitPart(split, Path(out) / split, len(ids), n_ann, info["fingerprint"]))
         atomic.write_json(tmp / SPLIT_FILE, {
             "splitter_version": SPLITTER_VERSION, "seed": seed, "val": val, "test": test, "source": source,
-            "image_ids": {s: [int(images[i]["id"]) for i in parts[s]] for s in DIGIT_SPLITS},
+            "image_ids": {s: [int(images[i]["id"]) for i in parts[s]] for s in REAL_SPLITS},
         })  # fmt: skip
     return summaries
