@@ -37,6 +37,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from generator.errors import ConfigError, ShardError
+from generator.fingerprint import json_sha256
 from generator.progress import bar as progress_bar  # a bar on a terminal only
 from generator.shard import FORMAT, Shard
 
@@ -161,7 +162,7 @@ class _Checker:
             self.add("manifest", "format", f"format must be {FORMAT!r}, but got {m['format']!r}")
         scen = m.get("scenario")
         if isinstance(scen, dict) and isinstance(scen.get("spec"), dict) and "spec_sha256" in scen:
-            digest = hashlib.sha256(json.dumps(scen["spec"], sort_keys=True).encode()).hexdigest()
+            digest = json_sha256(scen["spec"])
             if digest != scen["spec_sha256"]:
                 self.add("manifest", "spec_sha256", f"scenario.spec_sha256 "
                          f"{scen['spec_sha256']!r} != sha256 of scenario.spec {digest!r}")

@@ -8,10 +8,8 @@ policy moves the parameters' distributions (see :mod:`generator.params`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.errors import ConfigError
+from generator.fingerprint import json_sha256
 from generator.validation import load_yaml_or_json, parse_model
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
@@ -132,7 +131,7 @@ class Scenario:
         return self.spec.model_dump(mode="json")
 
     def spec_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.spec_dict(), sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.spec_dict())
 
     def parameters_for_condition(self, condition: str) -> list[str]:
         return [n for n, p in self.parameters.items() if condition in p.conditions]

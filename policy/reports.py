@@ -11,7 +11,6 @@ every accessor here returns ``None`` / ``[]`` rather than inventing a number.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from evaluator.checks import check_steering_report
 from generator.errors import ConfigError
+from generator.fingerprint import json_sha256
 from generator.scenario import Scenario
 
 OBJECTIVES = ("map50", "recall", "slice_recall")
@@ -71,8 +71,7 @@ def _block(report: dict[str, Any], key: str) -> dict[str, Any]:
 
 def report_sha(report: dict[str, Any]) -> str:
     """Content hash of a report dict (canonical JSON), independent of where it is stored."""
-    text = json.dumps(report, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256(report)
 
 
 def load_report(path: str | Path) -> dict[str, Any]:

@@ -36,7 +36,6 @@ merged report at all — use the real-val report alone.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -49,6 +48,7 @@ from evaluator.slices import param_spec, weak_slices
 from evaluator.stats import significantly_below
 from generator import atomic
 from generator.errors import ConfigError, DataError
+from generator.fingerprint import json_sha256
 from generator.scenario import Scenario
 
 DRIFT_TARGET_SOURCE = "pixels"  # drift measured on this source can become a target (rule 3)
@@ -62,8 +62,7 @@ def _block(report: dict[str, Any], key: str) -> dict[str, Any]:
 def report_identity(report: dict[str, Any]) -> dict[str, Any]:
     """sha256 of a report's canonical JSON plus its data fingerprint and split."""
     data = _block(report, "data")
-    text = json.dumps(report, sort_keys=True, default=str)
-    return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "data_fingerprint": data.get("fingerprint"),
+    return {"sha256": json_sha256(report), "data_fingerprint": data.get("fingerprint"),
             "split": data.get("split")}
 
 
@@ -223,5 +222,5 @@ def _production_block(signals: dict[str, Any], options: ProductionOptions, enoug
         "drifted": list(signals.get("drifted") or []),
         "reviewed_weak_slices": n_added,
         "drift_targets": n_drift,
-        "signals_sha256": hashlib.sha256(json.dumps(signals, sort_keys=True).encode()).hexdigest(),
+        "signals_sha256": json_sha256(signals),
     }
