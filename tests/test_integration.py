@@ -367,30 +367,3 @@ def _check_tracked_once(s: dict[str, Any], before: dict[str, Any]) -> None:
     assert [v.tags["synthloop.iteration"] for v in t.versions] == ["0", "1", "2"]
     models = MlflowClient(tracking_uri=s["tracking_uri"]).search_logged_models([t.experiment_id])
     assert sorted(str(m.tags.get("synthloop.iteration")) for m in models) == ["0", "1", "2"]
-
-
-@pytest.mark.slow  # imports prefect
-def test_run_hands_set_options_and_named_options_to_the_flow(monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
-    """``synthloop run --set workdir=... --iterations 2`` reaches the flow's settings: a ``--set``
-    of a key that also has a named option is not dropped (it was, while the options' None
-    defaults were merged over the ``--set`` values)."""
-    import contextlib
-
-    import flows.closed_loop
-    from flows.cli import main
-
-    seen: list[Any] = []
-
-    def fake_flow(settings: Any) -> list[dict[str, Any]]:
-        seen.append(settings)
-        return []
-
-    monkeypatch.chdir(tmp_path)  # whatever the CLI writes relative to the working directory
-    monkeypatch.setattr(flows.closed_loop, "closed_loop", fake_flow)
-    monkeypatch.setattr(flows.closed_loop, "prefect_api", contextlib.nullcontext)
-    work, uri = tmp_path / "loop", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(["run", "--iterations", "2", "--set", f"workdir={work}", "--set", "images_per_iteration=7",
-                 "--set", "batch_size=3", "--set", f"tracking_uri={uri}"]) == 0
-    (s,) = seen
-    assert (s.workdir, s.iterations, s.images_per_iteration, s.batch_size, s.tracking_uri) == (str(work), 2, 7, 3, uri)

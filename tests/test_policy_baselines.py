@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_policy_support import digits, make_report, weak_slice
+from policysupport import digits, make_report, weak_slice
 
 from generator.errors import ConfigError, DataError
 from generator.params import GenerationParams, uniform_params, validate_params

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from test_policy_support import digits, make_report, toy_conditions, weak_slice
+from policysupport import digits, make_report, toy_conditions, weak_slice
 
 from flows.cli import main
 from generator.params import GenerationParams, validate_params

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_policy_support import digits, make_report, toy_conditions, weak_slice
+from policysupport import digits, make_report, toy_conditions, weak_slice
 
 from generator.params import GenerationParams, uniform_params, validate_params
 from policy.evidence import EvidenceOptions, coverage

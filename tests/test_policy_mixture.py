@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from test_policy_support import digits, make_report, toy_conditions, weak_slice
+from policysupport import digits, make_report, toy_conditions, weak_slice
 
 from generator.coverage import expected_probs, mixture_check
 from generator.errors import ConfigError

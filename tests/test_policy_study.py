@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from test_policy_support import digits, make_report, toy_conditions, weak_slice
+from policysupport import digits, make_report, toy_conditions, weak_slice
 
 from generator.errors import DataError
 from generator.params import GenerationParams, uniform_params, validate_params

@@ -1,8 +1,10 @@
-"""`synthloop run`'s pure pieces: --set parsing, the final table and verdict, settings from a file."""
+"""`synthloop run`'s own pieces: --set parsing, the final table and verdict, settings from a file, and
+what the command hands to the flow (the flow replaced by a fake)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +48,30 @@ def test_settings_file_then_overrides_and_unknown_keys(tmp_path: Path) -> None:
     f.write_text("- 1\n")
     with pytest.raises(ConfigError, match=r"^--config: must hold a mapping"):
         LoopSettings.from_file(f)
+
+
+@pytest.mark.slow  # imports prefect
+def test_run_hands_set_options_and_named_options_to_the_flow(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """``synthloop run --set workdir=... --iterations 2`` reaches the flow's settings: a ``--set``
+    of a key that also has a named option is not dropped (it was, while the options' None
+    defaults were merged over the ``--set`` values)."""
+    import contextlib
+
+    import flows.closed_loop
+    from flows.cli import main
+
+    seen: list[Any] = []
+
+    def fake_flow(settings: Any) -> list[dict[str, Any]]:
+        seen.append(settings)
+        return []
+
+    monkeypatch.chdir(tmp_path)  # whatever the CLI writes relative to the working directory
+    monkeypatch.setattr(flows.closed_loop, "closed_loop", fake_flow)
+    monkeypatch.setattr(flows.closed_loop, "prefect_api", contextlib.nullcontext)
+    work, uri = tmp_path / "loop", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["run", "--iterations", "2", "--set", f"workdir={work}", "--set", "images_per_iteration=7",
+                 "--set", "batch_size=3", "--set", f"tracking_uri={uri}"]) == 0
+    (s,) = seen
+    assert (s.workdir, s.iterations, s.images_per_iteration, s.batch_size, s.tracking_uri) == (str(work), 2, 7, 3, uri)
