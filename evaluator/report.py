@@ -16,16 +16,13 @@ import pandas as pd
 from evaluator.evaluate import Evaluation
 from evaluator.gallery import render_gallery
 from generator import atomic
+from generator.fmt import number
 from generator.shard import Shard
 
 SLICE_COLUMNS = ["condition", "column", "level", "bin", "n_bins", "range_lo", "range_hi", "side",
                  "support_objects", "support_images", "detected", "recall", "recall_lo",
                  "recall_hi", "tp", "fp", "precision", "ap", "ap_lo", "ap_hi", "gap",
                  "significant", "score"]
-
-
-def _f(x: Any, nd: int = 3) -> str:
-    return "–" if x is None else f"{x:.{nd}f}"
 
 
 def _ci(ci: list[float] | None) -> str:
@@ -47,20 +44,20 @@ def slices_frame(slices: list[dict[str, Any]]) -> pd.DataFrame:
 def _overall_md(r: dict[str, Any]) -> list[str]:
     o, s = r["overall"], r["settings"]
     lines = ["## Overall", "", "| metric | value |", "|---|---|",
-             f"| mAP@[.5:.95] | {_f(o['map'])} |", f"| mAP@0.5 | {_f(o['map50'])} |",
-             f"| mAP@0.75 | {_f(o['map75'])} |",
-             f"| recall @ score ≥ {s['score_threshold']}, IoU ≥ {s['iou']} | {_f(o['recall'])} "
+             f"| mAP@[.5:.95] | {number(o['map'])} |", f"| mAP@0.5 | {number(o['map50'])} |",
+             f"| mAP@0.75 | {number(o['map75'])} |",
+             f"| recall @ score ≥ {s['score_threshold']}, IoU ≥ {s['iou']} | {number(o['recall'])} "
              f"{_ci(o['recall_ci'])} |",
-             f"| precision @ score ≥ {s['score_threshold']} | {_f(o['precision'])} |",
-             f"| AP@{s['iou']} (bootstrap 95%) | {_f(o['ap'])} {_ci(o['ap_ci'])} |"]
+             f"| precision @ score ≥ {s['score_threshold']} | {number(o['precision'])} |",
+             f"| AP@{s['iou']} (bootstrap 95%) | {number(o['ap'])} {_ci(o['ap_ci'])} |"]
     if o["segm"]:
         g = o["segm"]
-        lines.append(f"| mask mAP@[.5:.95] / @0.5 | {_f(g['map'])} / {_f(g['map50'])} |")
+        lines.append(f"| mask mAP@[.5:.95] / @0.5 | {number(g['map'])} / {number(g['map50'])} |")
     lines += ["", "| class | objects | AP@0.5 | recall (95% CI) | precision |",
               "|---|---|---|---|---|"]
     for c in r["per_class"]:
-        lines.append(f"| {c['class']} | {c['n_objects']} | {_f(c['ap50'])} | {_f(c['recall'])} "
-                     f"{_ci(c['recall_ci'])} | {_f(c['precision'])} |")
+        lines.append(f"| {c['class']} | {c['n_objects']} | {number(c['ap50'])} | {number(c['recall'])} "
+                     f"{_ci(c['recall_ci'])} | {number(c['precision'])} |")
     return lines
 
 
@@ -76,8 +73,8 @@ def _weak_md(r: dict[str, Any], top: int) -> list[str]:
         lo, hi = w["range"]
         params = ", ".join(f"`{p}`" for p in w["parameters"]) or "(none declared)"
         lines.append(f"| {w['rank']} | {w['condition']} (`{w['column']}`) | [{lo:.4g}, {hi:.4g}] | "
-                     f"{w['side']} | {w['support']} | {_f(w['recall'])} {_ci(w['ci'])} | "
-                     f"{_f(w['gap'])} | {_f(w['score'], 2)} | {params} |")
+                     f"{w['side']} | {w['support']} | {number(w['recall'])} {_ci(w['ci'])} | "
+                     f"{number(w['gap'])} | {number(w['score'], 2)} | {params} |")
     return lines
 
 
@@ -126,8 +123,8 @@ def summary_lines(report: dict[str, Any], top: int = 3) -> list[str]:
     """The CLI's closing summary: headline metrics and the top weak slices."""
     o, s, c = report["overall"], report["settings"], report["counts"]
     lines = [f"images {c['images']}, objects {c['objects']}, predictions {c['predictions']}",
-             f"mAP@0.5 {_f(o['map50'])}  mAP@[.5:.95] {_f(o['map'])}  recall {_f(o['recall'])} "
-             f"{_ci(o['recall_ci'])} and precision {_f(o['precision'])} at score >= "
+             f"mAP@0.5 {number(o['map50'])}  mAP@[.5:.95] {number(o['map'])}  recall {number(o['recall'])} "
+             f"{_ci(o['recall_ci'])} and precision {number(o['precision'])} at score >= "
              f"{s['score_threshold']}, IoU >= {s['iou']}"]
     weak = report["weak_slices"]
     lines.append(f"weak slices: {len(weak)} significant" + (", top:" if weak else ""))
@@ -135,6 +132,6 @@ def summary_lines(report: dict[str, Any], top: int = 3) -> list[str]:
         lo, hi = w["range"]
         params = ", ".join(w["parameters"]) or "no parameter declares it"
         lines.append(f"  {w['rank']}. {w['condition']} ({w['column']}) in [{lo:.4g}, {hi:.4g}] "
-                     f"({w['side']}): recall {_f(w['recall'])} {_ci(w['ci'])} on {w['support']} "
-                     f"objects, gap {_f(w['gap'])} -> {params}")
+                     f"({w['side']}): recall {number(w['recall'])} {_ci(w['ci'])} on {w['support']} "
+                     f"objects, gap {number(w['gap'])} -> {params}")
     return lines

@@ -41,6 +41,7 @@ from flows.tracking import (
 )
 from flows.tracking_model import TAG_RUN
 from generator.errors import ConfigError
+from generator.fmt import number
 
 MODEL_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -175,10 +176,6 @@ def lineage(uri: str, ref: str) -> list[dict[str, Any]]:
     return chain
 
 
-def _fmt(x: Any) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else "–"
-
-
 def _model_line(m: dict[str, Any] | None) -> str:
     if m is None:
         return "(not registered)"
@@ -192,14 +189,14 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
         if e["iteration"] < 0:  # a warm start's init model: where the walk ends
             init = e.get("init") or {}
             lines.append(f"init model  run {e['run_id']} ({e['status']}; real-val mAP@0.5 "
-                         f"{_fmt(e['report']['real_val_map50'])})")
+                         f"{number(e['report']['real_val_map50'])})")
             lines.append(f"  model            {_model_line(e['model'])}")
             lines.append(f"  checkpoint       {init.get('path')} (weights sha256 {init.get('weights_sha256')})")
             lines.append(f"  its report       {e['report']['uri']} (weakest {e['report']['weakest'] or '–'}): "
                          "steered iteration 0's params")
             continue
         lines.append(f"iteration {e['iteration']}  run {e['run_id']} ({e['status']}; "
-                     f"real-val mAP@0.5 {_fmt(e['report']['real_val_map50'])})")
+                     f"real-val mAP@0.5 {number(e['report']['real_val_map50'])})")
         lines.append(f"  model            {_model_line(e['model'])}")
         trial = e["trial"]
         by = (f"Optuna trial {trial['number']} ({trial['source']})" if trial["number"] is not None
@@ -213,7 +210,7 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
         else:
             who = "the init model" if e["iteration"] == 0 else f"iteration {e['iteration'] - 1}"
             lines.append(f"  ← failure report of {who}: {d['uri']} "
-                         f"(real-val mAP@0.5 {_fmt(d['real_val_map50'])}; weakest {d['weakest'] or '–'})")
+                         f"(real-val mAP@0.5 {number(d['real_val_map50'])}; weakest {d['weakest'] or '–'})")
         if e["iteration"] > 0 or e["previous_model"] is not None:
             lines.append(f"  ← previous model {_model_line(e['previous_model'])}")
         if e.get("previous_missing"):

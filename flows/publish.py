@@ -18,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from flows.loop_state import IterationRecord, LoopConfig
+from generator.fmt import number
 
 __all__ = ["change_rows", "init_row", "iteration_artifacts", "iteration_markdown", "loop_progress", "summary_row",
            "update_progress"]
@@ -26,10 +27,6 @@ __all__ = ["change_rows", "init_row", "iteration_artifacts", "iteration_markdown
 def artifact_key(cfg: LoopConfig, suffix: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9-]+", "-", f"{cfg.study_name}-{suffix}".lower()).strip("-")
-
-
-def _f(x: Any, nd: int = 3) -> str:
-    return "–" if x is None else f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
 def mlflow_link(uri: str, experiment_id: str | None, run_id: str) -> str:
@@ -74,7 +71,7 @@ def iteration_markdown(cfg: LoopConfig, record: IterationRecord, run_link: str, 
     lines = [f"# {cfg.study_name} — iteration {record.iteration}", "",
              f"- rendered: {r['images']} images in {len(r.get('shards') or [])} shard(s) "
              f"(total {record.images_rendered}), fingerprint `{r['fingerprint']}`",
-             f"- real-val: mAP@0.5 {_f(ev.get('map50'))}, recall {_f(ev.get('recall'))}, "
+             f"- real-val: mAP@0.5 {number(ev.get('map50'))}, recall {number(ev.get('recall'))}, "
              f"weakest slice: {ev.get('weakest') or '–'}",
              f"- MLflow run: {run_link}"]
     if model and model.get("version") is None:  # an external detector's model: artifacts + hash

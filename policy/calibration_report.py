@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from generator import atomic
+from generator.fmt import number
 from policy.calibrate import CalibrationResult
 
 
-def _fmt(v: Any) -> str:
-    return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+def _g(v: Any) -> str:  # 3 significant digits: conditions span many scales
+    return number(v, 3, "g")
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -34,7 +35,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, c in report["conditions"].items():
-        cells = [f"{_fmt(c[k]['mean'])} [{_fmt(c[k]['q25'])}, {_fmt(c[k]['q75'])}]"
+        cells = [f"{_g(c[k]['mean'])} [{_g(c[k]['q25'])}, {_g(c[k]['q75'])}]"
                  for k in ("real", "before", "after")]
         dist = f"{c['distance']['before']:.3f} → {c['distance']['after']:.3f}"
         lines.append(f"| {name}{' (log1p)' if c['transform'] == 'log1p' else ''} | " + " | ".join(cells)

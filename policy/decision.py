@@ -7,9 +7,10 @@ re-run of the same iteration returns the very same record.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from generator.fmt import number
 
 
 @dataclass
@@ -45,10 +46,8 @@ class Decision:
         return "\n".join(render(self)) + "\n"
 
 
-def _f(x: Any, nd: int = 4) -> str:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-        return "–"
-    return f"{x:.{nd}g}"
+def _f(x: Any, nd: int = 4) -> str:  # significant digits: moves span many scales
+    return number(x, nd, "g")
 
 
 def _dist(d: dict[str, Any]) -> str:

@@ -128,3 +128,15 @@ def test_report_directory_is_atomic(shard, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_report(ev, shard, tmp_path / "r")
     assert list(tmp_path.iterdir()) == []  # neither the report nor a temp dir is left
+
+
+def test_one_number_rule_for_every_report() -> None:
+    """generator.fmt.number: what every report and table prints for a value (it was four copies
+    that disagreed on ints, NaN and non-numbers)."""
+    import numpy as np
+
+    from generator.fmt import number
+
+    assert [number(x) for x in (0.12345, 2, np.float32(0.5), np.int64(3))] == ["0.123", "2.000", "0.500", "3.000"]
+    assert [number(x) for x in (None, float("nan"), float("inf"), True, "0.5")] == ["–"] * 5
+    assert number(0.000123456, 4, "g") == "0.0001235" and number(1.5, 1) == "1.5"

@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from generator import atomic
-
-
-def _f(x: Any, nd: int = 3) -> str:
-    return "–" if x is None else f"{x:.{nd}f}"
+from generator.fmt import number
 
 
 def _drift_md(signals: dict[str, Any]) -> list[str]:
@@ -25,8 +22,9 @@ def _drift_md(signals: dict[str, Any]) -> list[str]:
         if d["status"] == "unavailable":
             lines.append(f"| {d['condition']} | – | unavailable | – | – | {d['reason']} |")
             continue
-        lines.append(f"| {d['condition']} | {d['source']} | **{d['status']}** | {_f(d['psi'])} | "
-                     f"{_f(d['ks_p'], 4)} | {_f(d['reference_median'], 2)} → {_f(d['production_median'], 2)} |")
+        lines.append(f"| {d['condition']} | {d['source']} | **{d['status']}** | {number(d['psi'])} | "
+                     f"{number(d['ks_p'], 4)} | {number(d['reference_median'], 2)} → "
+                     f"{number(d['production_median'], 2)} |")
     return lines
 
 
@@ -40,11 +38,11 @@ def _slices_md(signals: dict[str, Any]) -> list[str]:
             continue
         for e in c["bins"]:
             r = e.get("reviewed")
-            rec = "–" if not r or not r["support"] else f"{_f(r['recall'])} ({r['detected']}/{r['support']})"
+            rec = "–" if not r or not r["support"] else f"{number(r['recall'])} ({r['detected']}/{r['support']})"
             lo, hi = e["range"]
-            lines.append(f"| {c['condition']} | [{lo:.4g}, {hi:.4g}] | {_f(e['prevalence'])} | {e['n_predictions']} | "
-                         f"{_f(e['low_conf_rate'])} | {_f(e['mean_entropy'])} | {_f(e.get('mean_max_score'))} "
-                         f"| {rec} |")
+            lines.append(f"| {c['condition']} | [{lo:.4g}, {hi:.4g}] | {number(e['prevalence'])} | "
+                         f"{e['n_predictions']} | {number(e['low_conf_rate'])} | {number(e['mean_entropy'])} | "
+                         f"{number(e.get('mean_max_score'))} | {rec} |")
     return lines
 
 
@@ -61,11 +59,12 @@ def signals_markdown(signals: dict[str, Any], max_malformed: int = 20) -> str:
         rev = o["reviewed"]
         lines += [f"- frames {o['frames']} ({o['reviewed_frames']} reviewed), {w['first_timestamp']} → "
                   f"{w['last_timestamp']}, models {w['model_versions']}",
-                  f"- accepted detections {o['n_predictions']}: low-confidence rate {_f(o['low_conf_rate'])}, "
-                  f"mean entropy {_f(o['mean_entropy'])} bits, frames without detections {_f(o['empty_rate'])}, "
-                  f"mean top score {_f(o['mean_max_score'])}",
-                  f"- reviewed recall {_f(rev['recall']) if rev else '–'}"
-                  + (f" on {rev['support']} objects, precision {_f(rev['precision'])}" if rev else ""),
+                  f"- accepted detections {o['n_predictions']}: low-confidence rate {number(o['low_conf_rate'])}, "
+                  f"mean entropy {number(o['mean_entropy'])} bits, "
+                  f"frames without detections {number(o['empty_rate'])}, "
+                  f"mean top score {number(o['mean_max_score'])}",
+                  f"- reviewed recall {number(rev['recall']) if rev else '–'}"
+                  + (f" on {rev['support']} objects, precision {number(rev['precision'])}" if rev else ""),
                   f"- drifted conditions: {', '.join(signals['drifted']) or 'none'}", ""]
         lines += _drift_md(signals) + _slices_md(signals)
     if signals["malformed"]:
@@ -87,7 +86,7 @@ def merged_markdown(report: dict[str, Any]) -> str:
     for w in report["weak_slices"][:10]:
         weight = (w.get("production") or {}).get("weight")
         lines.append(f"| {w['rank']} | {w['condition']} | {w['side']} | {w.get('source', 'real-val')} | "
-                     f"{_f(w.get('real_val_score'), 2)} | {_f(weight, 2)} | {_f(w['score'], 2)} |")
+                     f"{number(w.get('real_val_score'), 2)} | {number(weight, 2)} | {number(w['score'], 2)} |")
     return render_markdown(report) + "\n".join([*lines, ""])
 
 

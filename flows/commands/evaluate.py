@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from generator.fmt import number
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -71,10 +73,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _num(x: Any) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
 def run(args: argparse.Namespace) -> int:
     from evaluator.evaluate import EvalOptions
     from evaluator.report import summary_lines
@@ -100,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                                      progress=not args.no_progress)
         n = int((ev.report["data"].get("counts") or {}).get("images") or 0)
         stage.done(f"{n} images of {args.data}", count=n,
-                   extra=f"mAP@0.5 {_num(ev.report['overall'].get('map50'))}")
+                   extra=f"mAP@0.5 {number(ev.report['overall'].get('map50'))}")
     print(f"evaluated {args.model or args.predictions} on {args.data} -> {out}")
     print("\n".join(summary_lines(ev.report)))
     return 0
