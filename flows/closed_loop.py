@@ -53,13 +53,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from flows import loop, process_guard, publish, tracking, tracking_init, warm_start, workdir_lock
+from flows import executor, loop, process_guard, publish, tracking, tracking_init, warm_start, workdir_lock
 from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
 from flows.settings import DATA_DIR, LoopSettings
 from generator.params import GenerationParams
 from generator.workers import exit_on_sigint
 
-__all__ = ["closed_loop", "prefect_api", "tracking_for"]
+__all__ = ["closed_loop", "loop_flow", "prefect_api", "tracking_for"]
 
 
 def _io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -110,7 +110,11 @@ def repair_finished(cfg: LoopConfig, history: LoopHistory) -> None:
     iterations (later iterations train on all of them) and note it in history.json."""
     damaged = loop.damaged_shards(history)
     futures = [(k, repair_shard.submit(cfg, k, part, path, fp)) for k, part, path, fp, _ in damaged]
-    loop.note_repairs(cfg, history, [(k, f.result()) for k, f in futures])
+    repaired = [(k, f.result()) for k, f in futures]
+    if executor.on_dask():  # what a worker lost mid-repair left (its task ran again elsewhere)
+        for k in sorted({k for k, _ in repaired}):
+            loop.remove_partial(cfg.iter_dir(k))
+    loop.note_repairs(cfg, history, repaired)
 
 
 @task(name="train", task_run_name="train-iter{k}", cache_policy=NO_CACHE)
@@ -207,6 +211,8 @@ def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.R
     for j, (i, fp, out) in enumerate(jobs):
         if shard_problem(out, fp) is not None:  # rendered in a worker process too (one GL context each)
             steps[j] = render_shard.with_options(refresh_cache=True).submit(cfg, k, params, i, fp, out).result()
+    if executor.on_dask():  # a worker lost mid-render (its task re-ran elsewhere) left its temporary shard
+        loop.remove_partial(cfg.iter_dir(k))
     loop.render_summary(cfg, k, steps, time.perf_counter() - t0)  # the render stage's one line
     return steps
 
@@ -308,10 +314,23 @@ def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     """Render → train → evaluate on real-val → policy, ``iterations`` times, tracked in MLflow."""
     settings = settings or LoopSettings()
     cfg = settings.loop_config()
+    if settings.executor == "dask" and not executor.on_dask():
+        # a deployment or a direct call: the runner depends on the settings, which come with the
+        # run, so the loop runs as a subflow on its Dask runner (`synthloop run` starts it there)
+        return loop_flow(settings)(settings)
+    executor.check_cluster(settings, cfg.work)  # an existing Dask cluster: before anything is written
     # Prefect's engine holds SIGTERM for the run; under a synthloop command it takes Ctrl-C's path
     stops = process_guard.stop_signals() if process_guard.guarded() else contextlib.nullcontext()
-    with stops, workdir_lock.hold(cfg.work, settings.wait_for_loop_s):  # one run per loop work directory
-        return _closed_loop(settings, cfg)
+    with stops, workdir_lock.hold(cfg.work, settings.wait_for_loop_s), executor.render_annotations(settings):
+        return _closed_loop(settings, cfg)  # (one run per loop work directory; GPU resources for renders)
+
+
+def loop_flow(settings: LoopSettings) -> Any:
+    """The closed-loop flow on the task runner ``settings.executor`` asks for: the flow itself
+    for ``process`` (its process pool), else a copy on a ``DaskTaskRunner`` (flows/executor.py)."""
+    if settings.executor != "dask":
+        return closed_loop
+    return closed_loop.with_options(task_runner=executor.task_runner(settings))
 
 
 def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]]:

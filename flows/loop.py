@@ -164,11 +164,18 @@ def write_params(cfg: LoopConfig, k: int, params: GenerationParams) -> Path:
     directories of unfinished shards or checkpoints) is removed (one process per work dir)."""
     validate_params(params, _scenario(cfg))
     cfg.iter_dir(k).mkdir(parents=True, exist_ok=True)
-    for partial in cfg.iter_dir(k).glob(".tmp-*"):
-        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+    remove_partial(cfg.iter_dir(k))
     path = cfg.iter_dir(k) / "params.yaml"
     params.save(path)
     return path
+
+
+def remove_partial(directory: Path) -> None:
+    """Remove what an interrupted writer left half-written in ``directory`` (its ``.tmp-*``
+    entries). Only while nothing else writes there: at an iteration's start, and after all of
+    its shards are done (a render worker lost mid-shard, whose task ran again elsewhere)."""
+    for partial in directory.glob(".tmp-*"):
+        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
 
 
 def render_job(cfg: LoopConfig, k: int, params: GenerationParams, part: int = 0) -> Any:

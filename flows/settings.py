@@ -104,6 +104,13 @@ class _Product(FileSettings):
     add_iterations: int = Field(default=0, ge=0)
     # another run holds the loop's work directory: wait this long for it, then fail (0: at once)
     wait_for_loop_s: float = Field(default=0.0, ge=0)
+    # where the parallel steps (render tasks) run (flows/executor.py, docs/orchestration.md "Scaling
+    # out"): "process" (this machine's process pool) or "dask"; how the flow runs, not what the loop
+    # computes, so not in history.json and free to change on a resume
+    executor: str = "process"
+    dask_address: str | None = None  # an existing scheduler (tcp://HOST:8786); None: a LocalCluster
+    dask_workers: int | None = None  # the LocalCluster's worker processes (default min(render_shards, CPUs))
+    dask_gpu: bool = False  # render tasks ask for the Dask resource GPU=1 (workers `--resources GPU=1`)
 
 
 def _loop_fields() -> dict[str, Any]:
@@ -123,5 +130,8 @@ class LoopSettings(_Base):  # type: ignore[misc, valid-type]
 
     def loop_config(self) -> LoopConfig:
         """The library-level config, validated (raises ConfigError naming the field)."""
+        from flows.executor import check_settings
+
+        check_settings(self.executor, self.dask_address, self.dask_workers, self.dask_gpu)
         names = {f.name for f in dataclasses.fields(LoopConfig)}
         return LoopConfig(**{k: v for k, v in self.model_dump().items() if k in names}).validate()

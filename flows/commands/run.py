@@ -24,7 +24,12 @@ OPTIONS = (("workdir", str, "the loop's work directory (default: runs/loop)"),
            ("tracking_uri", str, "MLflow tracking URI (default: sqlite:///runs/mlflow.db)"),
            ("study", str, "Optuna storage URL (default: WORK/policy.db)"),
            ("init_model", str, "warm start: a model directory (`synthloop train --out`) the loop improves; "
-                               "evaluated on real-val before iteration 0 renders (default: none)"))
+                               "evaluated on real-val before iteration 0 renders (default: none)"),
+           ("executor", str, "where the render tasks run: process (this machine's process pool, the default) | "
+                             "dask (a local Dask cluster, or the scheduler at --dask-address; "
+                             "docs/orchestration.md, 'Scaling out')"),
+           ("dask_address", str, "executor dask: an existing scheduler, e.g. tcp://HOST:8786, whose workers "
+                                 "mount the work directory at the same path (default: a local cluster)"))
 ALIASES = {"init_model": ["--init"]}  # shorter names: --init MODEL
 
 
@@ -98,7 +103,8 @@ def print_plan(settings: Any, cfg: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flows import workdir_lock
-    from flows.closed_loop import closed_loop, prefect_api, tracking_for
+    from flows.closed_loop import loop_flow, prefect_api, tracking_for
+    from flows.executor import check_cluster
     from flows.settings import LoopSettings
 
     given = {name: getattr(args, name) for name, _, _ in OPTIONS if getattr(args, name) is not None}
@@ -106,11 +112,12 @@ def run(args: argparse.Namespace) -> int:
     if "progress" not in settings.model_fields_set:  # the CLI shows progress unless told not to
         settings = settings.model_copy(update={"progress": True})
     cfg = settings.loop_config()
+    check_cluster(settings, cfg.work)  # executor dask with dask_address: workers see the work directory
     # the lock before the server starts; the plan once the loop is ours (a busy loop: one line)
     with workdir_lock.hold(cfg.work, settings.wait_for_loop_s):
         print_plan(settings, cfg)
         with prefect_api():
-            rows = closed_loop(settings)
+            rows = loop_flow(settings)(settings)  # on the executor's task runner (flows/executor.py)
     print_table(rows)
     print(f"\n{verdict(rows)}")
     t = tracking_for(settings, cfg)

@@ -1,0 +1,184 @@
+"""Where the loop's parallel steps run: ``executor: process`` (default) or ``executor: dask``.
+
+The parallel steps are the render tasks of the closed-loop flow (an iteration's shards, the
+repair of damaged shards, a warm start's probe shard). ``process`` keeps the flow's own
+``ProcessPoolTaskRunner`` (spawned processes on this machine, unchanged). ``dask`` runs them
+through ``prefect-dask``'s ``DaskTaskRunner``:
+
+* no ``dask_address``: a ``distributed.LocalCluster`` of ``dask_workers`` worker processes
+  (default: ``min(render_shards, CPU count)``), one thread each, started for the run and
+  stopped with it;
+* ``dask_address: tcp://HOST:8786``: an existing scheduler (``dask scheduler`` + ``dask worker
+  --nthreads 1``, dask-jobqueue on SLURM/PBS, dask-kubernetes). Before anything is written the
+  flow checks the cluster with :func:`check_cluster`: the scheduler answers, every worker runs
+  one thread (one EGL context per process), sees the loop's work directory and can write there
+  (shards go straight to it: a shared filesystem), and with ``dask_gpu`` at least one worker
+  offers the ``GPU`` resource. Any failure is one line naming ``dask_address``.
+
+``dask_gpu: true`` submits the render tasks under ``dask.annotate(resources={"GPU": 1})``: they
+run only on workers started with ``--resources GPU=1`` (one per GPU; ``EGL_DEVICE_ID`` picks
+the device). Without it any worker renders; CPU-only workers render through Mesa's llvmpipe.
+
+A render task returns a path and a small record, never image arrays. The EGL context is made
+in the worker process by the render itself (pyrender is imported there, after
+``PYOPENGL_PLATFORM`` is set) and deleted when the shard is done: with one thread per worker,
+one context per process at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from generator.errors import ConfigError, field_error
+
+EXECUTORS = ("process", "dask")
+PROBE_PREFIX = ".tmp-dask-probe-"  # a loop's own temporary name (flows.loop_state.OWN): never mistaken for data
+CONNECT_TIMEOUT_S = 10.0
+_ADDRESS = re.compile(r"^((tcp|tls|inproc|ucx)://)?[^\s/:]+(:\d+)?$")
+
+
+def check_settings(executor: Any, address: Any, workers: Any, gpu: Any) -> None:
+    """One line naming the field for a bad executor setting (nothing is contacted here)."""
+    if executor not in EXECUTORS:
+        raise field_error("loop.executor", f"must be one of {list(EXECUTORS)}", executor,
+                          "use 'process' (this machine) or 'dask'")
+    if executor != "dask":
+        for name, value, default in (("dask_address", address, None), ("dask_workers", workers, None),
+                                     ("dask_gpu", gpu, False)):
+            if value != default:
+                raise field_error(f"loop.{name}", "applies to executor 'dask' only", value,
+                                  "drop it or set executor=dask")
+        return
+    if address is not None and (not isinstance(address, str) or not _ADDRESS.match(address)):
+        raise field_error("loop.dask_address", "must be a Dask scheduler address like 'tcp://HOST:8786' or null",
+                          address, "start one with `dask scheduler` and pass the address it prints")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise field_error("loop.dask_workers", "must be an integer >= 1 or null", workers)
+        if address is not None:
+            raise field_error("loop.dask_workers", "sizes the local cluster only; with dask_address the "
+                              "cluster has the workers started for it", workers, "drop dask_workers")
+    if not isinstance(gpu, bool):
+        raise field_error("loop.dask_gpu", "must be true or false", gpu)
+    if gpu and address is None:
+        raise field_error("loop.dask_gpu", "needs dask_address (workers started with `--resources GPU=1`)", gpu,
+                          "drop dask_gpu: a local cluster renders on this machine's EGL device")
+
+
+def task_runner(settings: Any) -> Any:
+    """The ``DaskTaskRunner`` for ``settings`` (executor ``dask``)."""
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    n = settings.dask_workers or max(1, min(settings.render_shards, os.cpu_count() or 1))
+    # processes (one EGL context each), one thread per worker, no dashboard (no extra port)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n, "processes": True, "threads_per_worker": 1,
+                                          "dashboard_address": None})
+
+
+def on_dask() -> bool:
+    """Whether the flow run in progress submits its tasks to a ``DaskTaskRunner``."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None:
+        return False
+    from prefect_dask import DaskTaskRunner
+
+    return isinstance(ctx.task_runner, DaskTaskRunner)
+
+
+@contextlib.contextmanager
+def render_annotations(settings: Any) -> Iterator[None]:
+    """Tasks submitted inside ask for a GPU when ``dask_gpu`` is set (Dask resources)."""
+    if settings.executor == "dask" and settings.dask_gpu:
+        import dask
+
+        with dask.annotate(resources={"GPU": 1}):
+            yield
+    else:
+        yield
+
+
+def _nearest_dir(path: Path) -> Path:
+    """``path`` if it is a directory, else its nearest existing ancestor (the probe writes there)."""
+    path = path.absolute()
+    while not path.is_dir() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _probe(directory: str, name: str, token: str) -> str | None:
+    """Run on every worker: None when ``directory/name`` holds ``token`` and the worker can
+    write beside it, else what went wrong (short)."""
+    import socket
+
+    here = Path(directory)
+    try:
+        seen = (here / name).read_text(encoding="utf-8")
+    except OSError as exc:
+        return f"cannot read {here / name} ({exc.__class__.__name__}) on {socket.gethostname()}"
+    if seen != token:
+        return f"sees another {here / name} on {socket.gethostname()} (a different filesystem)"
+    mine = here / f"{name}-{os.getpid()}"
+    try:
+        mine.write_text(token, encoding="utf-8")
+        mine.unlink()
+    except OSError as exc:
+        return f"cannot write in {here} ({exc.__class__.__name__}) on {socket.gethostname()}"
+    return None
+
+
+def check_cluster(settings: Any, work: Path) -> None:
+    """With ``dask_address``: the cluster answers, each worker runs one thread, sees ``work``
+    (a token file written here, read back there) and writes beside it; with ``dask_gpu`` some
+    worker offers ``GPU``. One ConfigError line naming ``loop.dask_address`` otherwise. The
+    token file is removed again: a refused cluster leaves nothing written."""
+    address = settings.dask_address
+    if settings.executor != "dask" or not address:
+        return
+    import distributed
+
+    fix = "start `dask worker ADDRESS --nthreads 1` on machines that mount the work directory at the same path"
+    try:
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise field_error("loop.dask_address", "must reach a running Dask scheduler", address,
+                          f"start one with `dask scheduler` ({exc.__class__.__name__}: {exc})") from None
+    with client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        if not workers:
+            raise field_error("loop.dask_address", "must have at least one worker", address, fix)
+        threads = {w: int(info.get("nthreads", 0)) for w, info in workers.items()}
+        many = sorted(w for w, n in threads.items() if n != 1)
+        if many:
+            raise ConfigError(f"loop.dask_address: worker {many[0]} of {address!r} runs {threads[many[0]]} threads, "
+                              "but each render needs a process of its own (one EGL context per process); "
+                              "start workers with `dask worker ADDRESS --nthreads 1`")
+        if settings.dask_gpu and not any((info.get("resources") or {}).get("GPU") for info in workers.values()):
+            raise ConfigError(f"loop.dask_gpu: no worker of {address!r} offers the GPU resource, so no render "
+                              "could start; start GPU workers with `dask worker ADDRESS --nthreads 1 "
+                              "--resources GPU=1` or drop dask_gpu")
+        here = _nearest_dir(work)
+        name, token = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+        try:
+            (here / name).write_text(token, encoding="utf-8")
+        except OSError as exc:
+            raise field_error("loop.workdir", "must be writable", str(here), f"({exc})") from None
+        try:
+            answers = client.run(_probe, str(here), name, token)
+        finally:
+            (here / name).unlink(missing_ok=True)
+        blind = sorted((w, why) for w, why in answers.items() if why is not None)
+        if blind:
+            w, why = blind[0]
+            raise ConfigError(f"loop.dask_address: worker {w} of {address!r} cannot use the work directory "
+                              f"{str(work)!r}: it {why} ({len(blind)} of {len(answers)} workers); shards are "
+                              f"written there, so it must be a shared filesystem path; {fix}")
