@@ -12,8 +12,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 venv: $(STAMP)
 
 # Debian packages the project needs: Mesa's EGL + llvmpipe for offscreen rendering without a GPU,
-# and Chromium for the browser tests (driven by PyPI playwright; never `playwright install`).
-# Present on the standard image; installed here when missing (needs root, as on CI).
+# Chromium for the browser tests (driven by PyPI playwright; never `playwright install`), and a
+# PostgreSQL server on 127.0.0.1:5432 for the stores of concurrent loops and their tests
+# (docs/stores.md): when nothing answers there, Debian's `postgresql` is installed if missing,
+# 127.0.0.1 gets trust authentication (a test machine's loopback only) and the cluster is started.
+# Present on the standard image; installed here when missing (needs root, as on CI). Silent
+# when everything is there.
 sysdeps:
 	@ldconfig -p | grep -q 'libEGL_mesa.so' || { \
 	  echo "installing Mesa EGL (libegl1 libegl-mesa0 libgl1-mesa-dri)"; \
@@ -21,6 +25,16 @@ sysdeps:
 	@test -x /usr/bin/chromium || { \
 	  echo "installing Chromium (headless browser for the UI tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || { \
+	  echo "PostgreSQL: nothing answers on 127.0.0.1:5432; installing (if missing) and starting Debian's postgresql"; \
+	  dpkg -s postgresql >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }; \
+	  ver=$$(ls /etc/postgresql | sort -V | tail -n 1); hba=/etc/postgresql/$$ver/main/pg_hba.conf; \
+	  grep -qE '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' $$hba || \
+	    sed -i '1i host all all 127.0.0.1/32 trust  # synthloop tests (make sysdeps): local test machines only' $$hba; \
+	  pg_ctlcluster $$ver main start 2>/dev/null || pg_ctlcluster $$ver main reload; \
+	  for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	  pg_isready -h 127.0.0.1 -p 5432; }
 
 # torch first, pinned: `torch==2.13.0` resolves to the CPU wheel on these machines; an unpinned
 # torch would pull a multi-GB CUDA build. For a GPU see README "GPU install".

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "demo": "demo",
     "lineage": "lineage",
+    "stores": "stores",
 }
 
 

@@ -134,4 +134,8 @@ class LoopSettings(_Base):  # type: ignore[misc, valid-type]
 
         check_settings(self.executor, self.dask_address, self.dask_workers, self.dask_gpu)
         names = {f.name for f in dataclasses.fields(LoopConfig)}
-        return LoopConfig(**{k: v for k, v in self.model_dump().items() if k in names}).validate()
+        cfg = LoopConfig(**{k: v for k, v in self.model_dump().items() if k in names}).validate()
+        from flows.stores import check_loop_stores
+
+        check_loop_stores(self.tracking_uri, cfg.study)  # a database server: reachable, before anything is written
+        return cfg

@@ -34,6 +34,7 @@ from policy.moves import Knobs
 
 PROPOSAL = "proposal"  # user attribute holding the stored proposal (the commit marker)
 LOOP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")  # the password of scheme://user:password@host
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,22 @@ def storage_url(study: str | Path) -> str:
     return s if "://" in s else f"sqlite:///{Path(s).resolve()}"
 
 
+def redact(url: str) -> str:
+    """A database URL with its password replaced by ``***`` (never print a password)."""
+    return _PASSWORD.sub(r"\1***@", str(url))
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's storage. One loop at a time: a SQLite file; several loops (or processes) at
+    once: a database server, e.g. ``postgresql+psycopg://user@host:5432/db`` (docs/stores.md)."""
     try:
         return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # SQLAlchemy raises many types for a bad URL / unwritable file
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"--study: cannot open Optuna storage {url!r} ({msg}); pass a SQLAlchemy "
-                          "URL such as sqlite:///runs/policy.db or a path to a .db file") from exc
+    except Exception as exc:  # SQLAlchemy raises many types for a bad URL / unwritable file / no server
+        orig = getattr(exc, "orig", None) or exc
+        msg = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
+        raise ConfigError(f"--study: cannot open Optuna storage {redact(url)!r} ({msg}); pass a path to a "
+                          ".db file, sqlite:///ABS/PATH/policy.db (one loop at a time) or a reachable "
+                          "PostgreSQL database postgresql+psycopg://user@host:5432/db (several at once)") from None
 
 
 def check_loop_id(loop_id: str) -> str:
