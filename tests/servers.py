@@ -197,8 +197,10 @@ def _child_env(drop_prefix: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, *, ui: bool = False, start_timeout: float = START_TIMEOUT_S) -> Iterator[str]:
-    """A real ``prefect server start`` on 127.0.0.1 with its SQLite database under ``home``.
+def prefect_server(home: Path, *, ui: bool = False, start_timeout: float = START_TIMEOUT_S,
+                   database: str | None = None) -> Iterator[str]:
+    """A real ``prefect server start`` on 127.0.0.1 with its SQLite database under ``home``
+    (or ``database``: a ``postgresql+asyncpg://`` URL, set as ``PREFECT_SERVER_DATABASE_CONNECTION_URL``).
 
     Yields the API URL (``http://127.0.0.1:<port>/api``). The server sees no inherited
     ``PREFECT_*`` setting (no ``PREFECT_API_URL``; ``PREFECT_HOME=home``; analytics off), logs
@@ -211,6 +213,8 @@ def prefect_server(home: Path, *, ui: bool = False, start_timeout: float = START
     env = _child_env("PREFECT_")
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_SERVER_UI_ENABLED="true" if ui else "false")
+    if database is not None:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
     cmd = [str(BIN_DIR / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with serve_process(cmd, env=env, log=home / "server.log", health_url=f"{api_url}/health",
                        what=f"prefect server on port {port}", start_timeout=start_timeout):
@@ -218,8 +222,10 @@ def prefect_server(home: Path, *, ui: bool = False, start_timeout: float = START
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, *, start_timeout: float = START_TIMEOUT_S) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1: SQLite at ``root/mlflow.db``, artifacts under ``root/artifacts``.
+def mlflow_server(root: Path, *, start_timeout: float = START_TIMEOUT_S,
+                  backend_store: str | None = None) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1: SQLite at ``root/mlflow.db`` (or ``backend_store``,
+    e.g. a ``postgresql+psycopg://`` URL), artifacts under ``root/artifacts``.
 
     Yields its URL (``http://127.0.0.1:<port>``), which is both the tracking URI and the UI.
     Artifacts go through the server's proxy (run artifact URIs are ``mlflow-artifacts:/…``).
@@ -232,10 +238,80 @@ def mlflow_server(root: Path, *, start_timeout: float = START_TIMEOUT_S) -> Iter
     env = _child_env("MLFLOW_")
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [str(BIN_DIR / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")]
+           "--backend-store-uri",
+           backend_store or f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")]
     with serve_process(cmd, env=env, log=root / "server.log", health_url=f"{url}/health",
                        what=f"mlflow server on port {port}", start_timeout=start_timeout):
         yield url
+
+
+# ---- PostgreSQL on 127.0.0.1:5432 (`make sysdeps`): databases a test session creates and drops --------
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"  # trust authentication on loopback (make sysdeps)
+
+
+def require_postgres() -> None:
+    """Skip when nothing answers on 127.0.0.1:5432 on a developer machine; fail in CI (``CI`` set)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        if sock.connect_ex(("127.0.0.1", 5432)) == 0:
+            return
+    problem = "no PostgreSQL on 127.0.0.1:5432 (`make sysdeps` installs and starts Debian's)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{problem}; CI must provide it", pytrace=False)
+    pytest.skip(problem)
+
+
+def _admin(sql: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(sql))
+    finally:
+        engine.dispose()
+
+
+def existing_databases(prefix: str) -> list[str]:
+    """Names of the databases on 127.0.0.1:5432 that start with ``prefix``."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"{POSTGRES}/postgres", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"),
+                                {"p": prefix})
+            return sorted(r[0] for r in rows)
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def postgres_databases(*names: str) -> Iterator[dict[str, str]]:
+    """``CREATE DATABASE`` each of ``names`` (``[a-z0-9_]``) on 127.0.0.1:5432 as ``postgres``; yield
+    name -> ``postgresql+psycopg://`` URL; on exit (failure included) drop them, closing whatever
+    connection a server left open (``WITH (FORCE)``)."""
+    import re
+
+    require_postgres()
+    for name in names:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
+            raise ValueError(f"postgres_databases: {name!r} is not a plain lower-case database name")
+    made: list[str] = []
+    try:
+        for name in names:
+            _admin(f'CREATE DATABASE "{name}"')
+            made.append(name)
+        yield {name: f"{POSTGRES}/{name}" for name in names}
+    finally:
+        for name in made:
+            drop_database(name)
+
+
+def drop_database(name: str) -> None:
+    """Drop database ``name`` on 127.0.0.1:5432 if it exists, closing any connection left to it."""
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def prefect_env(api_url: str, home: Path | None = None) -> dict[str, str]:
