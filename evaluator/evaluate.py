@@ -27,7 +27,7 @@ from evaluator.matching import Matches, match_predictions, validate_predictions
 from evaluator.slices import SliceOptions, ap_data, condition_slices, weak_slices
 from evaluator.stats import wilson_interval
 from generator import atomic
-from generator.errors import field_error
+from generator.errors import field_error, is_int
 from generator.scenario import Scenario
 from generator.shard import Shard
 
@@ -55,7 +55,7 @@ class EvalOptions:
         for name, value, low in (("--min-support", self.min_support, 1),
                                  ("--resamples", self.resamples, 0), ("--seed", self.seed, 0),
                                  ("--gallery-size", self.gallery_size, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise field_error(name, f"must be an integer >= {low}", value)
         return self
 

@@ -15,14 +15,13 @@ Crowd annotations (``iscrowd: 1``) are treated as ordinary objects; synthloop ne
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from generator.errors import DataError
+from generator.errors import DataError, is_number
 
 MAX_DETS = 100
 
@@ -44,7 +43,7 @@ class Matches:
 def _finite(values: Any, n: int) -> bool:
     if not isinstance(values, list | tuple) or len(values) != n:
         return False
-    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return all(is_number(v)
                for v in values)
 
 

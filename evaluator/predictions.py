@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.predict import _as_results, _sha256_path
-from generator.errors import ConfigError, DataError
+from generator.errors import ConfigError, DataError, is_number
 from generator.shard import Shard
 
 FLAG = "--predictions"
@@ -42,7 +42,7 @@ def _bad(where: str, rule: str, value: Any, fix: str) -> DataError:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v)
 
 
 def _int_id(v: Any) -> int | None:

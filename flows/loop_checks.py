@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from generator.errors import field_error
+from generator.errors import field_error, is_int
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -58,7 +58,7 @@ def check_real_sizes(sizes: Any) -> None:
     if sizes is None:
         return
     ok = (isinstance(sizes, dict) and set(sizes) == set(REAL_SPLITS)
-          and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes.values()))
+          and all(is_int(n) and n >= 1 for n in sizes.values()))
     if not ok:
         raise field_error("loop.real_sizes", f"must map each of {', '.join(REAL_SPLITS)} to an integer >= 1",
                           sizes, "e.g. {real-train: 1000, real-val: 300, real-test: 300}, or drop it")

@@ -21,7 +21,6 @@ ids (no fluent API).
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from flows import tracking
 from flows.tracking import TAG_FLOW_RUN, TAG_KIND, TAG_WINDOW
+from generator.errors import is_number
 
 KIND = "production-window"
 FILES = ("signals.json", "signals.md", "report.json", "report.md")
@@ -49,7 +49,7 @@ def window_metrics(signals: dict[str, Any], decision: dict[str, Any]) -> dict[st
             for key in ("psi", "ks_p"):
                 out[re.sub(r"[^\w\-. /]", "_", f"{key}.{d['condition']}")] = d.get(key)
     return {k: float(v) for k, v in out.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+            if is_number(v)}
 
 
 def _tags(signals: dict[str, Any], decision: dict[str, Any], trigger: dict[str, Any] | None,

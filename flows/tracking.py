@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import functools
 import json
-import math
 import os
 import re
 import time
@@ -44,7 +43,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 
 from flows.loop_state import RESUMABLE
-from generator.errors import ConfigError, field_error
+from generator.errors import ConfigError, field_error, is_int, is_number
 
 TAG_LOOP = "synthloop.loop_id"
 TAG_UID = "synthloop.loop_uid"  # the loop's identity: its work directory's LoopHistory.identity()
@@ -254,7 +253,7 @@ def open_iteration_run(t: Tracking, parent_id: str, k: int, previous_id: str | N
     """Find or create the child run of iteration ``k`` under ``parent_id``. Returns
     ``(run_id, already_finished)``: True when that run is FINISHED (skip re-logging); a
     RUNNING (killed process) or FAILED child is reused and set RUNNING."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    if not is_int(k) or k < 0:
         raise field_error("open_iteration_run.k", "must be an integer >= 0", k)
     c = client(t.uri)
     run, finished = open_child(c, c.get_run(parent_id), {TAG_PARENT: parent_id, TAG_ITERATION: str(k)},
@@ -383,7 +382,7 @@ def iteration_metrics(work: Path, record: dict[str, Any]) -> dict[str, float]:
     for s in report.get("slices") or []:
         out[re.sub(r"[^\w\-. /]", "_", f"slice.{s['condition']}.{s['bin']}.recall")] = s.get("recall")
     return {k: float(v) for k, v in out.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+            if is_number(v)}
 
 
 def _log_metrics(c: MlflowClient, run_id: str, k: int, metrics: dict[str, float], skip: set[str]) -> None:
@@ -398,7 +397,7 @@ def _log_parent_curve(c: MlflowClient, parent_id: str, k: int, record: dict[str,
     values: dict[str, float] = {}
     for key, (section, name) in PARENT_METRICS.items():
         v = (record.get(section) or {}).get(name) if section else record.get(name)
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        if is_number(v):
             values[key] = float(v)
     done = {key for key in values if any(m.step == k for m in c.get_metric_history(parent_id, key))}
     _log_metrics(c, parent_id, k, values, done)

@@ -20,7 +20,6 @@ metrics, artifacts, inputs and the model version are not logged twice.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from flows.tracking import (
     open_child,
 )
 from flows.tracking_artifacts import REPORT_FILES
+from generator.errors import is_number
 
 KIND_INIT = "init"
 INIT_STEP = -1  # the pre-step's step on the loop curve ("iteration -1")
@@ -70,7 +70,7 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
     for s in report.get("slices") or []:
         out[re.sub(r"[^\w\-. /]", "_", f"slice.{s['condition']}.{s['bin']}.recall")] = s.get("recall")
     return {k: float(v) for k, v in out.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+            if is_number(v)}
 
 
 def init_params(init: dict[str, Any]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from flows.tracking import TAG_ITERATION, Tracking, client
-from generator.errors import ConfigError, field_error
+from generator.errors import ConfigError, field_error, is_number
 
 CHAMPION = "champion"
 TAG_RUN = "synthloop.run_id"
@@ -88,7 +88,7 @@ def _load_pyfunc(data_path: str) -> DetectorModel:
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return is_number(x)
 
 
 def _version_of_run(c: MlflowClient, name: str, run_id: str) -> ModelVersion | None:

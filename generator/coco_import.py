@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from generator import GENERATOR_VERSION, atomic
-from generator.errors import DataError
+from generator.errors import DataError, is_int, is_number
 from generator.fingerprint import fingerprint
 from generator.shard import MIN_VISIBLE_PIXELS, ImageRecord, ObjectRecord, ShardWriter
 
@@ -98,13 +98,13 @@ class ImportReport:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return is_int(v)
 
 
 def _id_order(record: dict[str, Any]) -> tuple[bool, int]:
     """Rejected records sorted by id; records without an int id last, in file order."""
     rid = record.get("id")
-    return (False, rid) if isinstance(rid, int) and not isinstance(rid, bool) else (True, 0)
+    return (False, rid) if is_int(rid) else (True, 0)
 
 
 def load_coco(path: str | Path) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def _image_record_ok(img: Any) -> bool:
 
 def _bbox_ok(bbox: Any) -> bool:
     def num(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return is_number(v)
 
     return isinstance(bbox, list) and len(bbox) == 4 and all(num(v) for v in bbox)
 
@@ -327,7 +327,7 @@ def _group_annotations(
         verdict = _early_reason(a, ids, images, all_image_ids, names, mapped)
         image_id = a.get("image_id") if isinstance(a, dict) else None
         attachable = verdict is None or verdict[0] in BROKEN_LABEL_REASONS
-        if isinstance(image_id, int) and not isinstance(image_id, bool) and image_id in groups and attachable:
+        if is_int(image_id) and image_id in groups and attachable:
             groups[image_id].append((a, verdict))
         else:
             report.reject_annotation(a, *(verdict or ("image_not_found", f"no image has id {image_id}")))

@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import ValidationError
 from scipy import stats
 
-from generator.errors import ShardError
+from generator.errors import ShardError, is_number
 from generator.params import Distribution, GenerationParams
 from generator.qc import require_coco
 from generator.sampling import UNIFORM
@@ -239,7 +239,7 @@ def mixture_check(coco: dict[str, Any], params: GenerationParams) -> dict[str, A
         return None
     shares = params.image_shares()[1:]
     seen = [i.get("conditions", {}).get("mix_component") for i in coco["images"]]
-    known = [int(c) for c in seen if isinstance(c, int | float) and not isinstance(c, bool)]
+    known = [int(c) for c in seen if is_number(c)]
     out: dict[str, Any] = {"n": len(known), "components": [], "flags": []}
     for k, (name, share) in enumerate(shares):
         hits = sum(c == k for c in known)
@@ -350,7 +350,7 @@ def class_balance(coco: dict[str, Any], max_ratio: float) -> dict[str, Any]:
 
 def histogram(values: list[Any], bins: int = 10) -> list[dict[str, Any]]:
     """Counts per value (categorical or few numbers) or per equal-width bin (many numbers)."""
-    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    nums = [v for v in values if is_number(v)]
     if len(nums) == len(values) and len(set(nums)) > MAX_INT_BINS:
         counts, edges = np.histogram(np.asarray(nums, dtype=float), bins=bins)
         return [{"bin": f"[{_num(a)}, {_num(b)}{']' if i == bins - 1 else ')'}", "count": int(c)}

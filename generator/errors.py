@@ -6,6 +6,10 @@ Messages state the rule, the value and the fix, on one line, so the CLI can prin
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import TypeGuard
+
 
 class SynthloopError(Exception):
     """Base class: any error a user can cause and fix (bad input, missing file, no EGL)."""
@@ -41,3 +45,15 @@ def field_error(path: str, rule: str, value: object, fix: str | None = None) -> 
     if fix:
         msg += f"; {fix}"
     return ConfigError(msg)
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An integer a setting may hold: ``int`` or a NumPy integer, never a bool (``True`` is an
+    ``int`` to Python, but ``--set batch_size=true`` is a mistake)."""
+    return isinstance(value, int | numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    """A finite real number (int, float or a NumPy scalar), never a bool, NaN or infinity."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from generator import atomic
-from generator.errors import ConfigError, field_error
+from generator.errors import ConfigError, field_error, is_number
 from generator.scenario import ParamSpec, Scalar, Scenario
 from generator.validation import load_yaml_or_json, parse_model
 
@@ -123,7 +123,7 @@ def _check_numeric(name: str, p: ParamSpec, d: Distribution, at: str = "params.d
                     "use a smaller width",
                 )
     elif d.kind == "fixed":
-        if not isinstance(d.value, int | float) or isinstance(d.value, bool) or not lo <= float(d.value) <= hi:
+        if not is_number(d.value) or not lo <= float(d.value) <= hi:
             raise field_error(f"{where}.value", f"must be a number inside [{lo}, {hi}]", d.value)
     else:
         raise field_error(f"{where}.kind", f"a {p.type} parameter takes uniform, truncnormal, beta or fixed", d.kind)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from generator.errors import ConfigError
+from generator.errors import ConfigError, is_number
 from generator.fingerprint import json_sha256
 from generator.validation import load_yaml_or_json, parse_model
 
@@ -44,7 +44,7 @@ class ParamSpec(BaseModel):
             lo, hi = self.range
             if not lo <= hi:
                 raise ValueError(f"`low <= high` must hold in range [{lo}, {hi}]")
-            if isinstance(self.default, bool) or not isinstance(self.default, int | float):
+            if not is_number(self.default):
                 raise ValueError(f"default must be a number inside [{lo}, {hi}]")
             if not lo <= float(self.default) <= hi:
                 raise ValueError(f"default {self.default} must lie inside range [{lo}, {hi}]")

@@ -55,7 +55,7 @@ from generator.coco_import import (
     inside_root,
     nothing_valid,
 )
-from generator.errors import DataError
+from generator.errors import DataError, is_int
 from generator.shard import MIN_VISIBLE_PIXELS, ImageRecord, ObjectRecord, ShardWriter
 
 IMPORTER_VERSION = "yolo-import/1"
@@ -108,7 +108,7 @@ def _names(raw: Any, where: str) -> dict[int, str]:
         names = {}
         for k, v in raw.items():
             key = int(k) if isinstance(k, str) and k.strip().isdigit() else k
-            if not isinstance(key, int) or isinstance(key, bool) or key < 0:
+            if not is_int(key) or key < 0:
                 raise _fail(f"{where} names", "ids must be integers >= 0", k, fix)
             names[key] = v
     else:

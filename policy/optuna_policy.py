@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from generator.errors import ConfigError, DataError
+from generator.errors import ConfigError, DataError, is_int
 from generator.params import GenerationParams, uniform_params, validate_params
 from generator.scenario import Scenario
 from policy import mixture as mx
@@ -55,7 +55,7 @@ class OptunaConfig:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"--objective: must be one of {', '.join(OBJECTIVES)}, but got "
                               f"{self.objective!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"--seed: must be an integer >= 0, but got {self.seed!r}")
         if self.n_startup_trials < 1:
             raise ConfigError(f"n_startup_trials: must be >= 1, but got {self.n_startup_trials}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.checks import check_steering_report
-from generator.errors import ConfigError
+from generator.errors import ConfigError, is_number
 from generator.fingerprint import json_sha256
 from generator.scenario import Scenario
 
@@ -59,7 +59,7 @@ class WeakSlice:
 
 def finite(x: Any) -> float | None:
     """``x`` as a float when it is a finite number, else None (null, NaN, inf, text)."""
-    if isinstance(x, bool) or not isinstance(x, int | float):
+    if not is_number(x):
         return None
     return float(x) if math.isfinite(x) else None
 

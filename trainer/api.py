@@ -24,7 +24,7 @@ import torch
 
 import generator
 from generator import atomic
-from generator.errors import ConfigError, DataError
+from generator.errors import ConfigError, DataError, is_number
 from generator.fingerprint import fingerprint
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
@@ -81,7 +81,7 @@ def _as_source(item: str | Path | DataSource | tuple[str | Path, float]) -> Data
         return item
     if isinstance(item, tuple):
         path, weight = item
-        if isinstance(weight, bool) or not isinstance(weight, int | float) \
+        if not is_number(weight) \
                 or not math.isfinite(weight) or weight <= 0:
             raise ConfigError(f"data: the weight of {str(path)!r} must be a number > 0, but got "
                               f"{weight!r}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from generator.errors import ConfigError
+from generator.errors import ConfigError, is_int
 from trainer.centernet_net import CenterNetNet
 from trainer.detector import Detections, Detector, ModelConfig, Targets
 from trainer.registry import register_model
@@ -51,10 +51,10 @@ class CenterNetConfig(ModelConfig):
         super().validate()
         for name in ("width", "head_channels", "max_detections"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"model.{name}: must be a positive integer, but got {value!r}")
         blocks = self.blocks
-        if len(blocks) != 3 or any(isinstance(b, bool) or not isinstance(b, int) or b < 0
+        if len(blocks) != 3 or any(not is_int(b) or b < 0
                                    for b in blocks):
             raise ConfigError(f"model.blocks: must be 3 integers >= 0, but got {blocks!r}")
         if not 0.0 < self.heat_prior < 1.0:

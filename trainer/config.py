@@ -12,12 +12,11 @@ Strategies (which shards feed which steps):
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from generator.errors import ConfigError
+from generator.errors import ConfigError, is_int, is_number
 
 STRATEGIES = ("synthetic-only", "real-only", "mixed", "pretrain-finetune")
 DEVICES = ("auto", "cpu", "cuda")
@@ -113,12 +112,12 @@ def _budget(epochs_flag: str, steps_flag: str, epochs: float | None, steps: int 
 
 
 def _int_at_least(flag: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_int(value) or value < low:
         raise ConfigError(f"{flag}: must be an integer >= {low}, but got {value!r}")
 
 
 def _positive(flag: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = is_number(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         rule = "a finite number >= 0" if allow_zero else "a finite number > 0"

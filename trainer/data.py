@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from generator.errors import ConfigError, DataError, ShardError, SynthloopError
+from generator.errors import ConfigError, DataError, ShardError, SynthloopError, is_int
 from generator.real.splits import HELD_OUT_SPLIT
 from generator.shard import Shard
 from trainer.geometry import letterbox, xywh_to_input
@@ -206,7 +206,7 @@ def _load_one(info: ShardInfo, img: dict[str, Any], anns: list[dict[str, Any]],
     kept = [a for a in anns if not a.get("iscrowd") and a["bbox"][2] > 0 and a["bbox"][3] > 0]
     for a in kept:
         cid = a.get("category_id")
-        if isinstance(cid, bool) or not isinstance(cid, int) or not 1 <= cid <= n_classes:
+        if not is_int(cid) or not 1 <= cid <= n_classes:
             raise DataError(f"data: annotation {a.get('id')} in {str(info.source.path)!r} has "
                             f"category_id {cid!r}, outside 1..{n_classes}; fix the shard")
     b = xywh_to_input(np.array([a["bbox"] for a in kept], dtype=np.float32), sx, sy)

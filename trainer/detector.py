@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from generator.errors import ConfigError
+from generator.errors import ConfigError, is_int
 from trainer.geometry import as_rgb, input_to_xywh, letterbox
 
 
@@ -34,7 +34,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for values the model cannot use (override and call super)."""
-        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) \
+        if not is_int(self.input_size) \
                 or not 32 <= self.input_size <= 2048 or self.input_size % 16:
             raise ConfigError(f"--input-size: must be a multiple of 16 in [32, 2048], but got "
                               f"{self.input_size!r}; use e.g. 128")

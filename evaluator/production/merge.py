@@ -47,7 +47,7 @@ from evaluator.production.options import ProductionOptions
 from evaluator.slices import param_spec, weak_slices
 from evaluator.stats import significantly_below
 from generator import atomic
-from generator.errors import ConfigError, DataError
+from generator.errors import ConfigError, DataError, is_number
 from generator.fingerprint import json_sha256
 from generator.scenario import Scenario
 
@@ -100,7 +100,7 @@ def _check_signals(signals: dict[str, Any], report: dict[str, Any]) -> None:
 
 
 def _finite(x: Any) -> float | None:
-    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    ok = is_number(x)
     return float(x) if ok else None
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from generator.errors import field_error
+from generator.errors import field_error, is_int
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class ProductionOptions:
             raise field_error("ks_alpha", "must be in (0, 1)", self.ks_alpha)
         for name, n, low in (("psi_bins", self.psi_bins, 2), ("min_samples", self.min_samples, 2),
                              ("min_window_images", self.min_window_images, 1)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < low:
+            if not is_int(n) or n < low:
                 raise field_error(name, f"must be an integer >= {low}", n)
         lo, hi = self.weight_range
         if not 0.0 < lo <= 1.0 <= hi:

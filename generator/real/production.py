@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from generator import imagestats
-from generator.errors import DataError, field_error
+from generator.errors import DataError, field_error, is_int
 from generator.photos import ALLOCATION, load_photo, photos_for, purpose_of
 from generator.real.composite import CompositeConfig, compose_image
 from generator.real.mnist import DEFAULT_DIGITS, PRODUCTION_POOL, MnistDigits, allocate_digits
@@ -69,9 +69,9 @@ class StreamConfig:
 
     def validate(self) -> StreamConfig:
         for opt, n, hi in (("--batches", self.batches, 1000), ("--frames-per-batch", self.frames_per_batch, 100000)):
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= hi:
+            if not is_int(n) or not 1 <= n <= hi:
                 raise field_error(opt, f"must be an integer in [1, {hi}]", n)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise field_error("--seed", "must be an integer >= 0", self.seed)
         if not 0.0 <= self.label_share <= 1.0:
             raise field_error("--label-share", "must be in [0, 1] (share of frames with reviewed labels)",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from generator import GENERATOR_VERSION, atomic
-from generator.errors import DataError, field_error
+from generator.errors import DataError, field_error, is_number
 from generator.fingerprint import fingerprint
 from generator.real.splits import REAL_SPLITS, check_split_access
 from generator.shard import ImageEntry, Shard, ShardWriter
@@ -48,7 +48,7 @@ class SplitPart:
 
 def check_fractions(val: float, test: float) -> None:
     for option, v in (("--val", val), ("--test", test)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < v < 1.0:
+        if not is_number(v) or not 0.0 < v < 1.0:
             raise field_error(option, "must lie strictly between 0 and 1", v,
                               "the loop needs real-train, real-val and real-test")
     if val + test >= 1.0:
