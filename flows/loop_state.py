@@ -351,6 +351,20 @@ class LoopHistory:
             data["uid"] = self.uid
         atomic.write_json(self.path, {**data, "init": self.init} if self.init is not None else data)
 
+    @staticmethod
+    def peek(work: Path) -> dict[str, Any] | None:
+        """``WORK/history.json`` as stored, for code that only looks (the run plan, the production
+        monitor, artifacts): None when there is none. No check that it is this loop's (that is
+        :meth:`open`'s); an unreadable file, or one that is not a JSON mapping, raises OSError or
+        ValueError for the caller to word."""
+        try:
+            data = json.loads((work / HISTORY_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        if not isinstance(data, dict):
+            raise ValueError(f"{work / HISTORY_FILE} holds a JSON {type(data).__name__}, not a loop history")
+        return data
+
     @classmethod
     def open(cls, cfg: LoopConfig) -> LoopHistory:
         """Load ``WORK/history.json`` for a resume (checking it is this loop's), or start one."""
@@ -361,7 +375,7 @@ class LoopHistory:
             work.mkdir(parents=True, exist_ok=True)
             return cls(work, cfg.to_dict())
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = cls.peek(work) or {}
             entries = [IterationRecord.from_dict(e) for e in data["iterations"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"loop.workdir: {str(path)!r} is not a readable loop history ({exc}); "

@@ -13,12 +13,12 @@ add_iterations}`` as its ``settings``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
 
+from flows.loop_state import HISTORY_FILE, LoopHistory
 from flows.settings import DATA_DIR, FileSettings, LoopSettings
 from generator.errors import ConfigError, field_error
 
@@ -81,15 +81,13 @@ class MonitorSettings(FileSettings):
 
 def loop_history(loop: LoopSettings) -> dict[str, Any] | None:
     """The watched loop's ``history.json`` (None before its first iteration)."""
-    path = Path(loop.workdir) / "history.json"
+    path = Path(loop.workdir) / HISTORY_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+        data = LoopHistory.peek(Path(loop.workdir))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"monitor.loop.workdir: {str(path)!r} must be a readable loop history ({exc}); "
                           "point `loop.workdir` at the loop's work directory") from exc
-    return data if isinstance(data, dict) and data.get("iterations") else None
+    return data if data and data.get("iterations") else None
 
 
 def default_reference(settings: MonitorSettings) -> list[str]:

@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from flows.loop_state import HISTORY_FILE, SPLITS, LoopConfig
+from flows.loop_state import SPLITS, LoopConfig, LoopHistory
 
 __all__ = ["MEASURED", "Rates", "RunPlan", "completed_iterations", "plan_run"]
 
@@ -64,8 +64,7 @@ def completed_iterations(cfg: LoopConfig) -> int:
     """Iterations already in ``WORK/history.json`` (0 when there is none or it cannot be read:
     the run itself reports a bad history with a proper error)."""
     try:
-        data = json.loads((cfg.work / HISTORY_FILE).read_text(encoding="utf-8"))
-        return len(data.get("iterations") or [])
+        return len((LoopHistory.peek(cfg.work) or {}).get("iterations") or [])
     except (OSError, ValueError, AttributeError, TypeError):
         return 0
 
@@ -75,7 +74,7 @@ def pre_step_pending(cfg: LoopConfig) -> bool:
     if cfg.init_model is None:
         return False
     try:
-        return json.loads((cfg.work / HISTORY_FILE).read_text(encoding="utf-8")).get("init") is None
+        return (LoopHistory.peek(cfg.work) or {}).get("init") is None
     except (OSError, ValueError, AttributeError, TypeError):
         return True
 

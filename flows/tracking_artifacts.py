@@ -28,6 +28,8 @@ from typing import Any
 
 from mlflow import MlflowClient
 
+from flows.loop_state import LoopHistory
+
 REPORT_FILES = ("report.json", "report.md", "slices.csv", "gallery.png")
 TABLE = "report/slices_table.json"
 EVOLUTION = "param_evolution.png"
@@ -84,7 +86,7 @@ def params_history(work: Path, record: dict[str, Any]) -> list[tuple[str, dict[s
 
     k = int(record["iteration"])
     try:
-        entries = json.loads((work / "history.json").read_text(encoding="utf-8")).get("iterations") or []
+        entries = (LoopHistory.peek(work) or {}).get("iterations") or []
     except (OSError, ValueError):
         entries = []
     paths = {int(e["iteration"]): e["params"] for e in entries if int(e["iteration"]) < k}

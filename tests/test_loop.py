@@ -116,6 +116,26 @@ def test_history_append_refuses_a_gap(tmp_path: Path) -> None:
         h.append(rec)
 
 
+def test_history_readers_that_only_look_share_one_reader(tmp_path: Path) -> None:
+    """LoopHistory.peek: the run plan and the production monitor read history.json through it;
+    a history that is not a JSON mapping is an error there, not an empty loop."""
+    from flows.monitor_settings import loop_history
+    from flows.plan import completed_iterations
+    from flows.settings import LoopSettings
+
+    cfg = tiny(tmp_path / "w")
+    assert LoopHistory.peek(cfg.work) is None and completed_iterations(cfg) == 0
+    h = LoopHistory.open(cfg)
+    h.save()
+    assert LoopHistory.peek(cfg.work) == json.loads(h.path.read_text()) and h.config["iterations"] == 2
+    (cfg.work / "history.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a loop history"):
+        LoopHistory.peek(cfg.work)
+    assert completed_iterations(cfg) == 0  # the plan only estimates; the run reports the bad history
+    with pytest.raises(ConfigError, match=r"^monitor\.loop\.workdir: .* must be a readable loop history"):
+        loop_history(LoopSettings(workdir=str(cfg.work)))
+
+
 @pytest.mark.parametrize("report", [
     {"kind": "synthloop-failure-report", "data": {"split": "real-test"}, "final_report": True, "overall": {}},
     {"kind": "synthloop-failure-report", "data": {"split": "real-val"}, "final_report": True, "overall": {}},
