@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,11 +89,9 @@ def on_dask() -> bool:
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
-    if ctx is None:
-        return False
-    from prefect_dask import DaskTaskRunner
-
-    return isinstance(ctx.task_runner, DaskTaskRunner)
+    # not imported: not on Dask (the process path never imports prefect_dask and distributed)
+    dask_runners = sys.modules.get("prefect_dask.task_runners")
+    return ctx is not None and dask_runners is not None and isinstance(ctx.task_runner, dask_runners.DaskTaskRunner)
 
 
 @contextlib.contextmanager
