@@ -1,0 +1,188 @@
+"""Scale-out: the loop's render tasks on the process runner vs Dask (``executor: dask``), same run.
+
+Two measurements, one temporary Prefect server for all of them (``closed_loop.prefect_api``):
+
+1. **Shard set.** ``--images`` images (default 5,000) in ``--shards`` shards of the digits
+   scenario at its image size, rendered by the closed loop's own ``render-shard`` task inside a
+   small flow, once per runner: the process runner (``ProcessPoolTaskRunner``, as the loop uses it)
+   with 1 and 2 worker processes, and a Dask ``LocalCluster`` (``DaskTaskRunner``, processes, one
+   thread each) with 1 and 2 workers. Wall time from the flow's call to its return: worker
+   start-up, task submission and result transfer included. Each runner renders into a fresh
+   directory (the tasks skip Prefect's cache: every run renders).
+2. **Loop iteration.** One iteration of the closed loop (``--loop-images`` images in 2 shards,
+   ``--loop-steps`` training steps, real-val evaluation, policy, MLflow tracking) with
+   ``executor: process`` and ``executor: dask`` (a LocalCluster of 2), each in a fresh work
+   directory on one real set built first (not timed): the flow's wall time and history.json's
+   iteration seconds.
+
+``dask_overhead_1worker_pct`` = (Dask 1 worker − process 1 worker) / process 1 worker, on the
+shard set's wall time. The machine, date and command are recorded with the numbers.
+
+    nice -n 5 .venv/bin/python benchmarks/scale_out.py --work runs/scale-out
+    .venv/bin/python benchmarks/scale_out.py --work runs/scale-out-small --images 400 --loop-images 100
+
+Prints the result as JSON and writes it to ``WORK/scale_out.json`` and beside this script
+(``benchmarks/scale_out.json``, ``--no-copy`` to skip); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before anything can import OpenGL
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+HERE = Path(__file__).resolve().parent
+
+
+def log(msg: str) -> None:
+    print(f"[scale_out {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def runner(kind: str, workers: int) -> Any:
+    from prefect.task_runners import ProcessPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from generator.workers import exit_on_sigint
+
+    if kind == "process":
+        return ProcessPoolTaskRunner(max_workers=workers, initializer=exit_on_sigint)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "processes": True, "threads_per_worker": 1,
+                                          "dashboard_address": None})
+
+
+def shard_set(args: argparse.Namespace, kind: str, workers: int) -> dict[str, Any]:
+    """Render the shard set through the loop's render task on one runner; wall time and counts."""
+    from prefect import flow
+
+    from flows import closed_loop, loop
+    from flows.settings import LoopSettings
+
+    work = args.work / f"set-{kind}-{workers}"
+    shutil.rmtree(work, ignore_errors=True)
+    s = LoopSettings.build({"workdir": str(work), "images_per_iteration": args.images, "render_shards": args.shards,
+                            "seed": args.seed, "backend": args.backend})
+    cfg = s.loop_config()
+    params = loop.starting_params(cfg)
+    cfg.iter_dir(0).mkdir(parents=True)
+    task = closed_loop.render_shard.with_options(refresh_cache=True)  # render every time
+
+    @flow(name=f"scale-out-{kind}-{workers}", task_runner=runner(kind, workers))
+    def render_set() -> list[Any]:
+        n = len(loop.part_sizes(cfg.images_per_iteration, cfg.render_shards))
+        jobs = [(i, loop.render_job(cfg, 0, params, i).fingerprint(), cfg.iter_dir(0) / f"shard-{i}")
+                for i in range(n)]
+        return [f.result() for f in [task.submit(cfg, 0, params, i, fp, out) for i, fp, out in jobs]]
+
+    t0 = time.perf_counter()
+    steps = render_set()
+    wall = time.perf_counter() - t0
+    images = sum(r.images for r in steps)
+    out = {"runner": kind, "workers": workers, "wall_s": round(wall, 2), "images": images,
+           "img_per_s": round(images / wall, 1), "fingerprints": [r.fingerprint for r in steps],
+           "task_render_s": round(sum(r.seconds for r in steps), 2)}
+    log(f"shard set {kind} x{workers}: {images} images in {wall:.1f} s ({images / wall:.1f} img/s)")
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def loop_iteration(args: argparse.Namespace, executor: str, real: Path) -> dict[str, Any]:
+    from flows.closed_loop import loop_flow
+    from flows.settings import LoopSettings
+
+    work = args.work / f"loop-{executor}"
+    shutil.rmtree(work, ignore_errors=True)
+    extra = {"dask_workers": 2} if executor == "dask" else {}
+    s = LoopSettings.build({"workdir": str(work), "real_dir": str(real), "iterations": 1,
+                            "images_per_iteration": args.loop_images, "render_shards": 2,
+                            "steps_per_iteration": args.loop_steps, "seed": args.seed, "backend": args.backend,
+                            "policy": "uniform", "device": "cpu", "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                            "executor": executor, **extra})
+    t0 = time.perf_counter()
+    loop_flow(s)(s)
+    wall = time.perf_counter() - t0
+    entry = json.loads((work / "history.json").read_text(encoding="utf-8"))["iterations"][0]
+    out = {"executor": executor, "workers": 2, "flow_wall_s": round(wall, 2), "iteration_s": entry["seconds"],
+           "render_s": entry["render"].get("seconds"),
+           "fingerprints": [x["fingerprint"] for x in entry["render"]["shards"]]}
+    log(f"loop iteration {executor}: flow {wall:.1f} s, iteration {entry['seconds']:.1f} s")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/scale-out"), help="output directory")
+    ap.add_argument("--images", type=int, default=5000, help="images in the shard set (default 5000)")
+    ap.add_argument("--shards", type=int, default=8, help="shards in the set (default 8)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
+    ap.add_argument("--loop-images", type=int, default=400, help="images per loop iteration (default 400)")
+    ap.add_argument("--loop-steps", type=int, default=60, help="training steps per loop iteration (default 60)")
+    ap.add_argument("--skip-loop", action="store_true", help="only the shard set")
+    ap.add_argument("--skip-set", action="store_true", help="only the loop iteration")
+    ap.add_argument("--backend", default="pyrender")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-copy", action="store_true", help="do not write benchmarks/scale_out.json")
+    args = ap.parse_args(argv)
+    args.work = args.work.absolute()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    from flows.closed_loop import prefect_api
+
+    result: dict[str, Any] = {
+        "benchmark": "scale_out", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["benchmarks/scale_out.py", *(argv if argv is not None else sys.argv[1:])]).replace(
+            str(args.work), "WORK"),
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_avg_start": [round(x, 2) for x in os.getloadavg()]},
+        "settings": {"images": args.images, "shards": args.shards, "backend": args.backend,
+                     "loop_images": args.loop_images, "loop_steps": args.loop_steps},
+    }
+    def save() -> str:  # after every measurement: what is done survives a later failure
+        result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+        text = json.dumps(result, indent=1)
+        (args.work / "scale_out.json").write_text(text + "\n", encoding="utf-8")
+        if not args.no_copy:
+            (HERE / "scale_out.json").write_text(text + "\n", encoding="utf-8")
+        return text
+
+    with prefect_api():
+        if not args.skip_set:
+            sets: list[dict[str, Any]] = []
+            result["shard_set"] = sets
+            for n in args.workers:
+                for kind in ("process", "dask"):
+                    sets.append(shard_set(args, kind, n))
+                    save()
+            by = {(r["runner"], r["workers"]): r for r in sets}
+            if ("process", 1) in by and ("dask", 1) in by:
+                p1, d1 = by[("process", 1)]["wall_s"], by[("dask", 1)]["wall_s"]
+                result["dask_overhead_1worker_pct"] = round(100 * (d1 - p1) / p1, 1)
+            result["same_fingerprints"] = len({tuple(r["fingerprints"]) for r in sets}) == 1
+        if not args.skip_loop:
+            from generator.real.build import build_real_set
+
+            real = args.work / "real"
+            if not (real / "real-val").is_dir():
+                log("building the real set (not timed)")
+                build_real_set(real, seed=0)
+            loops: list[dict[str, Any]] = []
+            result["loop_iteration"] = loops
+            for ex in ("process", "dask"):
+                loops.append(loop_iteration(args, ex, real))
+                save()
+    print(save())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
