@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,17 +83,35 @@ def redact(url: str) -> str:
     return _PASSWORD.sub(r"\1***@", str(url))
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def _creation_race(exc: BaseException) -> bool:
+    """True when opening a fresh storage lost the race to create its tables (or its version row)
+    to another process: PostgreSQL's concurrent CREATE TABLE fails with a duplicate key in
+    ``pg_type``, a second version row with a unique violation, SQLite with "already exists"."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return "duplicate key value" in text or "already exists" in text or "UNIQUE constraint failed" in text
+
+
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """The study's storage. One loop at a time: a SQLite file; several loops (or processes) at
-    once: a database server, e.g. ``postgresql+psycopg://user@host:5432/db`` (docs/stores.md)."""
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # SQLAlchemy raises many types for a bad URL / unwritable file / no server
-        orig = getattr(exc, "orig", None) or exc
-        msg = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
-        raise ConfigError(f"--study: cannot open Optuna storage {redact(url)!r} ({msg}); pass a path to a "
-                          ".db file, sqlite:///ABS/PATH/policy.db (one loop at a time) or a reachable "
-                          "PostgreSQL database postgresql+psycopg://user@host:5432/db (several at once)") from None
+    once: a database server, e.g. ``postgresql+psycopg://user@host:5432/db`` (docs/stores.md).
+
+    Optuna creates the tables on first use: loops that open a fresh database at the same moment
+    race to create them and all but one fail (measured: 5 of 6 threads on PostgreSQL). The
+    losers find the tables there on a retry, so a creation race is retried (``attempts``)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # SQLAlchemy raises many types for a bad URL / unwritable file / no server
+            if attempt < attempts and _creation_race(exc):
+                time.sleep(0.2 * attempt)
+                continue
+            error = exc
+            break
+    orig = getattr(error, "orig", None) or error
+    msg = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
+    raise ConfigError(f"--study: cannot open Optuna storage {redact(url)!r} ({msg}); pass a path to a "
+                      ".db file, sqlite:///ABS/PATH/policy.db (one loop at a time) or a reachable "
+                      "PostgreSQL database postgresql+psycopg://user@host:5432/db (several at once)") from None
 
 
 def check_loop_id(loop_id: str) -> str:

@@ -17,6 +17,7 @@ Also here: the one-line errors of a wrong or unreachable store URL (quick, no se
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -53,9 +54,15 @@ class Stores:
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
-    """Three fresh PostgreSQL databases, a Prefect server and an MLflow server on two of them."""
+    """Three fresh PostgreSQL databases, a Prefect server and an MLflow server on two of them.
+    ``SYNTHLOOP_TEST_STORES=sqlite`` runs the same test on the SQLite defaults instead (the
+    contrast, run by hand: Prefect's and MLflow's servers on files, the Optuna study in a file)."""
     root = tmp_path_factory.mktemp("pg-stores")
     tag = uuid.uuid4().hex[:10]
+    if os.environ.get("SYNTHLOOP_TEST_STORES") == "sqlite":
+        with servers.prefect_server(root / "prefect") as api, servers.mlflow_server(root / "mlflow") as mlflow_url:
+            yield Stores(tag, api, mlflow_url, f"sqlite:///{root / 'optuna.db'}", [])
+        return
     names = [f"synthloop_test_{tag}_{kind}" for kind in ("prefect", "mlflow", "optuna")]
     with servers.postgres_databases(*names) as urls:
         prefect_db = urls[names[0]].replace("postgresql+psycopg://", "postgresql+asyncpg://")
@@ -235,4 +242,34 @@ def test_a_missing_database_names_the_fix_and_stores_create_makes_it(tmp_path: P
         assert main(["stores", "--study", url]) == 0  # now it answers
     finally:
         servers.drop_database(name)
+    assert servers.existing_databases(name) == []
+
+
+@pytest.mark.servers
+def test_loops_opening_a_fresh_optuna_database_at_once_all_get_it() -> None:
+    """Optuna creates its tables on first use; six openers of a fresh PostgreSQL database at
+    the same moment used to leave five with `duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"` (found by the four-loop test). policy.study.open_storage retries."""
+    import threading
+
+    from policy.study import open_storage
+
+    name = f"synthloop_test_{uuid.uuid4().hex[:10]}_race"
+    errors: list[str] = []
+    with servers.postgres_databases(name) as urls:
+        barrier = threading.Barrier(6)
+
+        def open_it() -> None:
+            barrier.wait()
+            try:
+                open_storage(urls[name]).remove_session()
+            except ConfigError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
     assert servers.existing_databases(name) == []
