@@ -111,8 +111,8 @@ def last_model(cfg: LoopConfig) -> Path:
 def simulate(args: argparse.Namespace, preset: dict[str, Any], cfg: LoopConfig) -> Path:
     """The drifting production stream of the champion (reused when already written)."""
     from evaluator.predict import model_identity, open_detector
-    from generator.real.production import StreamConfig
-    from generator.real.production_sim import simulate_production
+    from generator.real.camera_log import simulate_production
+    from generator.real.camera_stream import StreamConfig
 
     out = args.work / "production"
     if (out / "manifest.json").is_file():
@@ -138,10 +138,10 @@ def freeze(args: argparse.Namespace, cfg: LoopConfig, log: Path) -> Path:
         reference_tables,
         window_signals,
     )
+    from evaluator.production.frozen import freeze_window
     from evaluator.production.merge import load_val_report
     from flows.loop import loop_shards
     from flows.loop_state import LoopHistory
-    from flows.production_window import freeze_window
     from generator.scenario import load_scenario
 
     sc = load_scenario(cfg.scenario)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from generator.errors import ConfigError, DataError
+from generator.fingerprint import json_sha256
 from generator.real.splits import HELD_OUT_SPLIT
 from generator.scenario import Scenario, ScenarioSpec, load_scenario
 from generator.shard import Shard
@@ -111,3 +112,12 @@ def check_steering_report(report: dict[str, Any], scenario: Scenario, where: str
     if not isinstance(report.get("weak_slices", []), list):
         raise ConfigError(f"{where}: weak_slices must be a list, but got "
                           f"{type(report.get('weak_slices')).__name__}")
+
+
+def report_identity(report: dict[str, Any]) -> dict[str, Any]:
+    """Which report a derived artifact was made from: sha256 of its canonical JSON plus its data
+    fingerprint and split (production signals and merged reports record it and check it)."""
+    data = report.get("data")
+    data = data if isinstance(data, dict) else {}
+    return {"sha256": json_sha256(report), "data_fingerprint": data.get("fingerprint"),
+            "split": data.get("split")}

@@ -42,7 +42,7 @@ def drifted(window: str | Path) -> list[str]:
 
 def calibration_dir(cfg: LoopConfig) -> Path | None:
     """Where the base fitted to ``cfg.production`` lives (None: no drift calibration applies)."""
-    from flows.production_window import read_info
+    from evaluator.production.frozen import read_info
     from policy.registry import WITH_BASE
 
     if cfg.production is None or cfg.policy not in WITH_BASE or cfg.drift_calibration_trials == 0:

@@ -431,7 +431,7 @@ def production_step(cfg: LoopConfig, k: int, val_report: dict[str, Any], shards:
     (signals.json/md, report.json/md) is written atomically. Returns the merged report for the
     policy, or None without a window (or when its records give no data)."""
     from evaluator.production import ProductionOptions, merge_reports, write_outputs
-    from flows.production_window import replay_signals
+    from evaluator.production.frozen import replay_signals
 
     if cfg.production is None:
         return None

@@ -133,7 +133,7 @@ class LoopConfig:
         if not str(self.workdir):
             raise field_error("loop.workdir", "must be a directory path", self.workdir)
         if self.production is not None:
-            from flows.production_window import read_info
+            from evaluator.production.frozen import read_info
 
             if not isinstance(self.production, str) or not self.production:
                 raise field_error("loop.production", "must be a window directory path or null", self.production)

@@ -34,9 +34,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from evaluator.production import NoData, Window, commit, read_window
+from evaluator.production.frozen import freeze_window, is_frozen, read_json, read_trigger, write_trigger
 from flows.closed_loop import IO_RETRY, _flow_run_id
 from flows.monitor_settings import MonitorSettings, decide, default_reference, default_val_report
-from flows.production_window import freeze_window, is_frozen, read_json, read_trigger, write_trigger
 from flows.settings import UNATTENDED_WAIT_S
 from generator.errors import ConfigError
 

@@ -441,7 +441,7 @@ def _context(d: Any) -> str:
 def _dataset_rows(path: Path) -> tuple[Any, str]:
     """``(rows loader, digest)`` of a dataset: a shard's conditions.parquet and fingerprint, or a
     frozen production window's records (one row each) and window id."""
-    from flows.production_window import is_frozen, read_info, window_table
+    from evaluator.production.frozen import is_frozen, read_info, window_table
     from generator.shard import Shard
 
     if is_frozen(path):

@@ -11,7 +11,7 @@ the suffix by ``.txt``; an image without a label file has no objects (the YOLO c
 ``names`` is a list or an ``{id: name}`` dict; names map to the scenario's classes by exact
 name, or through ``--classes MAP.yaml`` (``{dataset name: scenario class}``, ``null`` = drop).
 
-The machinery is :mod:`generator.coco_import`'s: every image and label line is checked, bad
+The machinery is :mod:`generator.real.coco_import`'s: every image and label line is checked, bad
 ones are listed in ``rejected.json`` with file, line, reason and detail, and the valid subset
 is written atomically through :class:`generator.shard.ShardWriter` (boxes filled as masks,
 edges within :data:`SNAP_PX` of a pixel boundary snapped onto it, so an exported shard comes
@@ -45,7 +45,8 @@ from typing import Any
 import yaml
 
 from generator import GENERATOR_VERSION
-from generator.coco_import import (
+from generator.errors import DataError, is_int
+from generator.real.coco_import import (
     BOX_TOLERANCE,
     ImportReport,
     box_mask,
@@ -55,7 +56,6 @@ from generator.coco_import import (
     inside_root,
     nothing_valid,
 )
-from generator.errors import DataError, is_int
 from generator.shard import MIN_VISIBLE_PIXELS, ImageRecord, ObjectRecord, ShardWriter
 
 IMPORTER_VERSION = "yolo-import/1"

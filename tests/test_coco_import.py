@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import generator.annotations as ann
-from generator.coco_import import import_coco
 from generator.errors import DataError
+from generator.real.coco_import import import_coco
 from generator.shard import Shard
 
 W, H = 64, 48

@@ -1,5 +1,5 @@
 """Production data closes the loop: the monitor flow (flows/monitor.py), frozen windows
-(flows/production_window.py), the loop merging a window (flows/loop.py), `synthloop monitor`
+(evaluator/production/frozen.py), the loop merging a window (flows/loop.py), `synthloop monitor`
 and the monitor's deployment.
 
 A tiny fake-renderer loop (one iteration, 32 images of 64², 2 training steps) is built once per
@@ -185,7 +185,7 @@ def test_old_history_entries_without_production_still_load() -> None:
 def freeze(watched: dict[str, Any], root: Path, gain: float, tag: str) -> Path:
     """Freeze a window of the watched loop's frames × ``gain`` as the monitor does (no Prefect)."""
     from evaluator.production import read_window
-    from flows.production_window import freeze_window
+    from evaluator.production.frozen import freeze_window
 
     settings = monitor_settings(watched, root)
     result = read_window(write_log(root, watched["shard"], gain, tag), classes=CLASSES)
@@ -197,7 +197,7 @@ def freeze(watched: dict[str, Any], root: Path, gain: float, tag: str) -> Path:
 def test_a_frozen_window_holds_its_records_and_frames_and_replays_as_the_same_window(
         watched: dict[str, Any], tmp_path: Path) -> None:
     from evaluator.production import read_window
-    from flows.production_window import freeze_window, load_window, read_info
+    from evaluator.production.frozen import freeze_window, load_window, read_info
 
     path = freeze(watched, tmp_path, 0.35, "dark")
     info = read_info(path)

@@ -133,7 +133,7 @@ def test_production_ingest_cli_reports_a_hostile_frame_as_malformed(stream: Path
 
 
 def test_frozen_window_frame_copy_keeps_a_restrictive_mode(stream: Path, tmp_path: Path) -> None:
-    from flows.production_window import freeze_window
+    from evaluator.production.frozen import freeze_window
 
     frame = stream / "frames" / "f.png"
     os.chmod(frame, 0o640)
@@ -151,7 +151,7 @@ def test_frozen_window_frame_copy_keeps_a_restrictive_mode(stream: Path, tmp_pat
 
 
 def test_frame_replaced_by_a_symlink_after_ingest_is_not_copied(stream: Path, tmp_path: Path) -> None:
-    from flows.production_window import freeze_window
+    from evaluator.production.frozen import freeze_window
     from generator.errors import DataError
 
     (stream / "log" / "a.jsonl").write_text(line(rec(1)))

@@ -20,9 +20,8 @@ from flows.cli import main
 from generator.errors import DataError
 from generator.photos import ALLOCATION
 from generator.real.build import CLASSES, build_real_set
-from generator.real.composite import CompositeConfig
-from generator.real.mnist import load_mnist
-from generator.real.production import (
+from generator.real.camera_log import simulate_production
+from generator.real.camera_stream import (
     HELD_OUT,
     StreamConfig,
     check_disjoint,
@@ -31,7 +30,8 @@ from generator.real.production import (
     photo_busyness,
     production_photos,
 )
-from generator.real.production_sim import simulate_production
+from generator.real.composite import CompositeConfig
+from generator.real.mnist import load_mnist
 from generator.shard import Shard
 
 SMALL = CompositeConfig(image_size=64, digit_size=(12, 32), max_digits=3)

@@ -9,10 +9,11 @@ Modules, one idea each (docs/production.md documents formats and thresholds):
 - :mod:`~evaluator.production.tables` — conditions of frames (pixels, boxes) and of the
   reference shards;
 - :mod:`~evaluator.production.drift` — PSI and KS per condition;
-- :mod:`~evaluator.production.signals` — prevalence, confidence proxies and reviewed errors per slice;
-- :mod:`~evaluator.production.monitor` — one window → the signals dict;
+- :mod:`~evaluator.production.signals` — prevalence, confidence proxies and reviewed errors per
+  slice, and :func:`window_signals`: one window → the signals dict;
 - :mod:`~evaluator.production.merge` — real-val report + signals → a failure report;
-- :mod:`~evaluator.production.report` — writing ``signals.json/md`` and ``report.json/md``.
+- :mod:`~evaluator.production.report` — writing ``signals.json/md`` and ``report.json/md``;
+- :mod:`~evaluator.production.frozen` — a frozen window on disk (records, frames, signals, report).
 
 Typical use (what ``synthloop production ingest`` does)::
 
@@ -29,9 +30,9 @@ from __future__ import annotations
 
 from evaluator.production.ingest import NoData, Window, commit, read_window
 from evaluator.production.merge import merge_reports
-from evaluator.production.monitor import window_signals
 from evaluator.production.options import ProductionOptions
 from evaluator.production.report import write_outputs
+from evaluator.production.signals import window_signals
 from evaluator.production.tables import reference_tables
 
 __all__ = ["NoData", "ProductionOptions", "Window", "commit", "merge_reports", "read_window",

@@ -41,9 +41,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from evaluator.checks import check_steering_report
-from evaluator.production.monitor import SIGNALS_KIND
+from evaluator.checks import check_steering_report, report_identity
 from evaluator.production.options import ProductionOptions
+from evaluator.production.signals import SIGNALS_KIND
 from evaluator.slices import param_spec, weak_slices
 from evaluator.stats import significantly_below
 from generator import atomic
@@ -57,13 +57,6 @@ DRIFT_TARGET_SOURCE = "pixels"  # drift measured on this source can become a tar
 def _block(report: dict[str, Any], key: str) -> dict[str, Any]:
     value = report.get(key)
     return value if isinstance(value, dict) else {}
-
-
-def report_identity(report: dict[str, Any]) -> dict[str, Any]:
-    """sha256 of a report's canonical JSON plus its data fingerprint and split."""
-    data = _block(report, "data")
-    return {"sha256": json_sha256(report), "data_fingerprint": data.get("fingerprint"),
-            "split": data.get("split")}
 
 
 def load_val_report(path: str | Path) -> dict[str, Any]:

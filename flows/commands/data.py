@@ -94,7 +94,7 @@ def _add_import_coco(sub: Any) -> argparse.ArgumentParser:
 
 
 def _run_import_coco(args: argparse.Namespace) -> int:
-    from generator.coco_import import import_coco
+    from generator.real.coco_import import import_coco
 
     report = import_coco(
         args.images,
@@ -222,8 +222,8 @@ def _add_simulate_production(sub: Any) -> argparse.ArgumentParser:
 def _run_simulate_production(args: argparse.Namespace) -> int:
     from evaluator.predict import model_identity, open_detector
     from generator.atomic import prepare_output_dir
-    from generator.real.production import StreamConfig
-    from generator.real.production_sim import simulate_production
+    from generator.real.camera_log import simulate_production
+    from generator.real.camera_stream import StreamConfig
 
     cfg = StreamConfig(batches=args.batches, frames_per_batch=args.frames_per_batch, label_share=args.label_share,
                        drift=args.drift, seed=args.seed, start=args.start,

@@ -37,8 +37,7 @@ from generator.errors import DataError
 from generator.fingerprint import fingerprint
 from generator.photos import photo_sha256
 from generator.real.build import CLASSES
-from generator.real.mnist import PRODUCTION_POOL, load_mnist
-from generator.real.production import (
+from generator.real.camera_stream import (
     HELD_OUT,
     BatchDrift,
     Frame,
@@ -51,6 +50,7 @@ from generator.real.production import (
     read_allocation,
     stream_frames,
 )
+from generator.real.mnist import PRODUCTION_POOL, load_mnist
 from generator.shard import MIN_VISIBLE_PIXELS, ImageRecord, ShardWriter
 
 SIM_KIND = "synthloop-production-sim"

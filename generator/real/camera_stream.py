@@ -1,7 +1,7 @@
 """A drifting production stream: real digits on real photos, frame by frame, batch by batch.
 
 The stand-in for a deployed camera (``synthloop data simulate-production``; the files are
-written by :mod:`generator.real.production_sim`). Frames are made exactly like the real set
+written by :mod:`generator.real.camera_log`). Frames are made exactly like the real set
 (:func:`generator.real.composite.compose_image`) but only from sources **disjoint from
 real-test**:
 
