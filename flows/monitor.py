@@ -55,33 +55,17 @@ def read_new_records(settings: MonitorSettings) -> Window | NoData:
                        frames_root=settings.frames_root)
 
 
-def _options(settings: MonitorSettings, val: dict[str, Any] | None) -> Any:
-    from evaluator.production import ProductionOptions
-
-    given, loop_t = settings.score_threshold, settings.loop_settings().loop_config().score_threshold
-    t = float(given) if given is not None else float(((val or {}).get("settings") or {}).get("score_threshold", loop_t))
-    return ProductionOptions.at_threshold(t)
-
-
 @task(name="window-signals", cache_policy=NO_CACHE)
 def measure(settings: MonitorSettings, result: Window | NoData) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The window's signals and, with a real-val report, the merged report."""
-    import pandas as pd
+    from evaluator.production.merge import load_val_report, measure_window
 
-    from evaluator.production import merge_reports, reference_tables, window_signals
-    from evaluator.production.merge import check_val_report, load_val_report
-    from evaluator.production.tables import ReferenceTables
-
-    sc = _scenario(settings)
-    if isinstance(result, NoData):  # no measurement: no reference needed (the loop may not exist yet)
-        return window_signals(result, ReferenceTables(pd.DataFrame(), pd.DataFrame(), 1.0, []), sc), None
+    if isinstance(result, NoData):  # no measurement: no reference or report needed (no loop yet, maybe)
+        return measure_window(result, _scenario(settings), [], None, settings.score_threshold)
     path = default_val_report(settings)
     val = load_val_report(path) if path is not None else None
-    if val is not None:
-        check_val_report(val, sc)
-    options = _options(settings, val)
-    signals = window_signals(result, reference_tables(default_reference(settings)), sc, options, val)
-    return signals, (merge_reports(val, signals, sc, options) if val is not None else None)
+    return measure_window(result, _scenario(settings), default_reference(settings), val, settings.score_threshold,
+                          default_threshold=settings.loop_settings().loop_config().score_threshold)
 
 
 @task(name="freeze-window", cache_policy=NO_CACHE, **IO_RETRY)

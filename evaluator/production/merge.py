@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.checks import check_steering_report, report_identity
+from evaluator.production.ingest import NoData, Window
 from evaluator.production.options import ProductionOptions
 from evaluator.production.signals import SIGNALS_KIND
 from evaluator.slices import param_spec, weak_slices
@@ -217,3 +218,30 @@ def _production_block(signals: dict[str, Any], options: ProductionOptions, enoug
         "drift_targets": n_drift,
         "signals_sha256": json_sha256(signals),
     }
+
+
+def measure_window(result: Window | NoData, scenario: Scenario, reference: list[str],
+                   val_report: dict[str, Any] | None, score_threshold: float | None,
+                   default_threshold: float = 0.3) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One ingest result → its signals and, given a real-val report, the merged failure report
+    (None for an empty window): what ``synthloop production ingest`` and the monitor flow do.
+
+    The operating threshold is ``score_threshold`` when given, else the report's, else
+    ``default_threshold`` (:meth:`ProductionOptions.at_threshold` sets ``confident`` from it).
+    An empty window needs no reference (the loop may not exist yet)."""
+    import pandas as pd
+
+    from evaluator.production.signals import window_signals
+    from evaluator.production.tables import ReferenceTables, reference_tables
+
+    if val_report is not None:
+        check_val_report(val_report, scenario)
+    if score_threshold is None:
+        score_threshold = float(((val_report or {}).get("settings") or {}).get("score_threshold", default_threshold))
+    options = ProductionOptions.at_threshold(score_threshold)
+    if isinstance(result, NoData):
+        return window_signals(result, ReferenceTables(pd.DataFrame(), pd.DataFrame(), 1.0, []), scenario,
+                              options), None
+    signals = window_signals(result, reference_tables(reference), scenario, options, val_report)
+    merged = merge_reports(val_report, signals, scenario, options) if val_report is not None else None
+    return signals, merged

@@ -70,28 +70,21 @@ def _summary(signals: dict[str, Any], merged: dict[str, Any] | None, out: str) -
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
-    from evaluator.production import ProductionOptions, commit, read_window, reference_tables, window_signals
-    from evaluator.production.merge import check_val_report, load_val_report, merge_reports
+    from evaluator.production import commit, read_window
+    from evaluator.production.merge import load_val_report, measure_window
     from evaluator.production.report import window_id_at, write_outputs
     from generator.atomic import prepare_output_dir
     from generator.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     val = load_val_report(args.real_val_report) if args.real_val_report is not None else None
-    if val is not None:
-        check_val_report(val, scenario)
-    threshold = args.score_threshold
-    if threshold is None:
-        threshold = ((val or {}).get("settings") or {}).get("score_threshold", 0.3)
-    options = ProductionOptions.at_threshold(threshold)
     result = read_window(args.log, args.state, classes=scenario.classes, frames_root=args.frames_root)
     if window_id_at(args.out) == result.window_id:  # a run that crashed before its commit
         commit(result)
         print(f"window {result.window_id} was already written to {args.out}; watermark committed")
         return 0
     prepare_output_dir(args.out, args.overwrite)
-    signals = window_signals(result, reference_tables(args.reference), scenario, options, val)
-    merged = merge_reports(val, signals, scenario, options) if val is not None and signals["status"] == "ok" else None
+    signals, merged = measure_window(result, scenario, args.reference, val, args.score_threshold)
     write_outputs(args.out, signals, merged, args.overwrite)
     commit(result)
     print("\n".join(_summary(signals, merged, args.out)))
