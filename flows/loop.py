@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from flows import drift_calibration
-from flows.loop_state import SPLITS, IterationRecord, LoopConfig, LoopHistory, iteration_seeds
+from flows.loop_state import IterationRecord, LoopConfig, LoopHistory, iteration_seeds
 from generator import atomic
 from generator.errors import ConfigError, DataError, ShardError
 from generator.params import GenerationParams, uniform_params, validate_params
@@ -130,9 +130,10 @@ def starting_params(cfg: LoopConfig) -> GenerationParams:
 def prepare_real(cfg: LoopConfig) -> RealData:
     """Reuse ``cfg.real_root`` when it holds all three splits, else build it (atomically)."""
     from generator.real.build import build_real_set
+    from generator.real.splits import has_real_set
 
     root = cfg.real_root
-    if all((root / s / "manifest.json").is_file() for s in SPLITS):
+    if has_real_set(root):
         report(f"real set: {root} … reused", show=cfg.progress, always=True)
         return RealData(root, built=False)
     if cfg.real_dir is not None and root.exists() and any(root.iterdir()):

@@ -30,7 +30,6 @@ from generator.errors import ConfigError, field_error
 
 HISTORY_FILE = "history.json"
 HISTORY_FORMAT = "synthloop-loop/1"
-SPLITS = ("real-train", "real-val", "real-test")
 # What a loop writes in its work directory (anything else there means it is not a loop's).
 OWN = re.compile(r"^(history\.json|policy\.db.*|real|init|iter_\d+|\.tmp-.*|\.loop\.lock)$")
 # Settings that may change between a run and its resume: how, not what, is computed, plus

@@ -24,7 +24,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from flows.loop_state import SPLITS, LoopConfig, LoopHistory
+from flows.loop_state import LoopConfig, LoopHistory
+from generator.real.splits import has_real_set
 
 __all__ = ["MEASURED", "Rates", "RunPlan", "completed_iterations", "plan_run"]
 
@@ -176,7 +177,7 @@ def plan_run(cfg: LoopConfig, *, iterations: int | None = None, cores: int | Non
     done = min(completed_iterations(cfg), target)
     todo = target - done
     shards = max(1, min(cfg.render_shards, cfg.images_per_iteration))
-    build_real = not all((cfg.real_root / s / "manifest.json").is_file() for s in SPLITS)
+    build_real = not has_real_set(cfg.real_root)
     eval_images = _real_val_images(cfg)
     scale = cores / rates.cores  # more cores: proportionally faster (an approximation)
     pixels = (cfg.width or 128) * (cfg.height or 128) / (128 * 128)

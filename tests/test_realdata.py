@@ -308,3 +308,16 @@ def test_cli_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], extr
 def test_config_validation_names_the_option() -> None:
     with pytest.raises(ConfigError, match="--digit-size"):
         CompositeConfig(image_size=64, digit_size=(14, 80)).validate()
+
+
+def test_a_real_set_is_reused_only_when_complete(realset: Path, tmp_path: Path) -> None:
+    """has_real_set: the loop and the demo reuse a real set with all three splits, else build it."""
+    import shutil
+
+    from generator.real.splits import has_real_set
+
+    assert has_real_set(realset)
+    partial = tmp_path / "real"
+    shutil.copytree(realset, partial)
+    (partial / "real-test" / "manifest.json").unlink()
+    assert not has_real_set(partial) and not has_real_set(tmp_path / "absent")

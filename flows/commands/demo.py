@@ -79,10 +79,11 @@ def _synthetic(out: Path, args: argparse.Namespace) -> Path:
 
 def _real(out: Path, seed: int) -> Path:
     from generator.real.build import build_real_set
+    from generator.real.splits import has_real_set
 
     root = out / "real"
     t0 = _step("build the real set (MNIST digits on real photos)")
-    if all((root / s / "manifest.json").is_file() for s in ("real-train", "real-val", "real-test")):
+    if has_real_set(root):
         _done(t0, f"reused {root}")
         return root
     rows = build_real_set(root, seed=seed, overwrite=True)

@@ -22,6 +22,12 @@ HELD_OUT_SPLIT = "real-test"  # read only for a final report
 FINAL_REPORT = "final-report"
 
 
+def has_real_set(root: str | Path) -> bool:
+    """``root`` holds a complete real set: a shard manifest in each of :data:`REAL_SPLITS` (the
+    rule by which the loop and the demo reuse a real set instead of building it)."""
+    return all((Path(root) / s / "manifest.json").is_file() for s in REAL_SPLITS)
+
+
 def check_split_access(manifest: dict[str, Any], purpose: str) -> None:
     """Raise :class:`DataError` if a shard that is ``real-test`` is read for any purpose other
     than ``"final-report"``. Shards of other kinds and splits always pass."""
