@@ -1,7 +1,9 @@
 """The ``synthloop`` command.
 
 Each subcommand lives in :mod:`flows.commands.<module>` with ``add_parser(subparsers)`` and
-``run(args) -> int``. Heavy libraries are imported inside ``run`` so ``--help`` stays fast.
+``run(args) -> int`` (a subcommand with actions: one ``run`` per action, registered by
+:func:`flows.commands.add_group`). Heavy libraries are imported inside ``run`` so ``--help``
+stays fast.
 User errors (:class:`generator.errors.SynthloopError`) print one line and exit 2; a failing disk
 exits 74; Ctrl-C / SIGTERM stop everything the command started and exit 130 / 143
 (:mod:`flows.process_guard`, which also stops it all if the command is SIGKILLed).

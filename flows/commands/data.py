@@ -16,8 +16,9 @@ Libraries are imported inside the ``_run_*`` functions so ``synthloop --help`` s
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
+
+from flows.commands import Action, add_group
 
 DESCRIPTION = "Build the built-in real evaluation set, import a COCO or YOLO dataset as a shard, split it."
 
@@ -240,7 +241,7 @@ def _run_simulate_production(args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+ACTIONS: dict[str, Action] = {
     "real": (_add_real, _run_real),
     "import-coco": (_add_import_coco, _run_import_coco),
     "import-yolo": (_add_import_yolo, _run_import_yolo),
@@ -251,11 +252,4 @@ ACTIONS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser], Callable[[arg
 
 def add_parser(sub: Any) -> None:
     """Register ``data`` and its actions on the top-level subparsers."""
-    p = sub.add_parser("data", help=DESCRIPTION, description=DESCRIPTION)
-    actions = p.add_subparsers(dest="data_action", metavar="ACTION", required=True)
-    for name, (add, _) in ACTIONS.items():
-        add(actions).set_defaults(func=run, data_action=name)
-
-
-def run(args: argparse.Namespace) -> int:
-    return ACTIONS[args.data_action][1](args)
+    add_group(sub, "data", DESCRIPTION, DESCRIPTION, ACTIONS)

@@ -13,16 +13,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from flows.commands import add_group
+
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "policy", help="steer generation toward the conditions the model fails on",
-        description="Generation policies: turn failure reports into the next generation params.")
-    psub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
-    _add_next(psub)
+    add_group(sub, "policy", "steer generation toward the conditions the model fails on",
+              "Generation policies: turn failure reports into the next generation params.",
+              {"next": (_add_next, run)})
 
 
-def _add_next(psub: Any) -> None:
+def _add_next(psub: Any) -> argparse.ArgumentParser:
     n = psub.add_parser(
         "next", help="propose the next generation params from failure reports",
         description=(
@@ -62,7 +62,7 @@ def _add_next(psub: Any) -> None:
                    help="where to write the next params (YAML)")
     n.add_argument("--record", default=None, metavar="JSON",
                    help="also write the decision record as JSON here")
-    n.set_defaults(func=run)
+    return n
 
 
 def _conditions(paths: list[str], scenario_name: str) -> Any:

@@ -13,8 +13,9 @@ Libraries are imported inside ``_run_*`` so ``synthloop --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
+
+from flows.commands import Action, add_group
 
 DESCRIPTION = "Ingest a deployed model's production log: drift, failure proxies, merged failure report."
 
@@ -91,18 +92,11 @@ def _run_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+ACTIONS: dict[str, Action] = {
     "ingest": (_add_ingest, _run_ingest),
 }
 
 
 def add_parser(sub: Any) -> None:
     """Register ``production`` and its actions on the top-level subparsers."""
-    p = sub.add_parser("production", help=DESCRIPTION, description=DESCRIPTION)
-    actions = p.add_subparsers(dest="production_action", metavar="ACTION", required=True)
-    for name, (add, _) in ACTIONS.items():
-        add(actions).set_defaults(func=run, production_action=name)
-
-
-def run(args: argparse.Namespace) -> int:
-    return ACTIONS[args.production_action][1](args)
+    add_group(sub, "production", DESCRIPTION, DESCRIPTION, ACTIONS)
