@@ -42,6 +42,7 @@ from flows.tracking import (
 from flows.tracking_model import TAG_RUN
 from generator.errors import ConfigError
 from generator.fmt import number
+from generator.params import distribution_text
 
 MODEL_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -82,6 +83,25 @@ def _model_of(c: MlflowClient, run_id: str) -> dict[str, Any] | None:
             "model_id": mv.tags.get("synthloop.model_id"), "source": mv.source}
 
 
+def _logged_distribution(logged: dict[str, str]) -> dict[str, Any]:
+    """A distribution back from its MLflow params (strings: numbers, JSON weights, the value)."""
+    d: dict[str, Any] = {"kind": logged.get("kind", "uniform")}
+    for key in ("center", "width", "low", "high"):
+        if key in logged:
+            try:
+                d[key] = float(logged[key])
+            except ValueError:
+                d[key] = None
+    if "weights" in logged:
+        try:
+            d["weights"] = json.loads(logged["weights"])
+        except ValueError:
+            d["weights"] = {}
+    if "value" in logged:
+        d["value"] = logged["value"]
+    return d
+
+
 def params_summary(params: dict[str, str]) -> str:
     """``uniform_share 0.3; camera.distance truncnormal(centre 7.1, width 1.2); …`` from ``gen.*``."""
     dists: dict[str, dict[str, str]] = {}
@@ -90,19 +110,7 @@ def params_summary(params: dict[str, str]) -> str:
         if m:
             dists.setdefault(m[1], {})[m[2]] = v
     parts = [f"uniform_share {params.get('gen.uniform_share', '0.0')}"]
-    for name, d in sorted(dists.items()):
-        kind = d.get("kind", "uniform")
-        if kind in ("truncnormal", "beta"):
-            parts.append(f"{name} {kind}(centre {d.get('center')}, width {d.get('width')})")
-        elif kind == "categorical":
-            weights = json.loads(d.get("weights") or "{}")
-            top = sorted(weights.items(), key=lambda kv: -kv[1])[:2]
-            parts.append(f"{name} categorical({', '.join(f'{k} {w:.2g}' for k, w in top)}"
-                         f"{', …' if len(weights) > 2 else ''})")
-        elif kind == "fixed":
-            parts.append(f"{name} fixed {d.get('value')}")
-        else:
-            parts.append(f"{name} uniform[{d.get('low', 'min')}, {d.get('high', 'max')}]")
+    parts += [f"{name} {distribution_text(_logged_distribution(d))}" for name, d in sorted(dists.items())]
     if params.get("gen.components"):  # a mixture (docs/scenarios.md §3): one JSON param, maybe truncated
         try:
             comps = json.loads(params["gen.components"])

@@ -55,7 +55,7 @@ def init_row(init: dict[str, Any]) -> dict[str, Any]:
 def change_rows(cfg: LoopConfig, record: IterationRecord) -> list[dict[str, Any]]:
     """Weak slices the policy acted on and the parameters it moved (from ``decision.json``)."""
     decision = json.loads((cfg.work / record.decision["path"]).read_text(encoding="utf-8"))
-    from policy.decision import format_distribution as _dist
+    from generator.params import distribution_text as _dist
 
     rows = []
     for c in decision.get("changes") or []:

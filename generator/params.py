@@ -24,6 +24,7 @@ unchanged.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from generator import atomic
 from generator.errors import ConfigError, field_error, is_number
+from generator.fmt import number
 from generator.scenario import ParamSpec, Scalar, Scenario
 from generator.validation import load_yaml_or_json, parse_model
 
@@ -205,3 +207,28 @@ def load_params(path: str | Path, scenario: Scenario) -> GenerationParams:
     data = load_yaml_or_json(path, "--params")
     params = parse_model(GenerationParams, data, f"params {Path(path).name}")
     return validate_params(params, scenario)
+
+
+def _g(x: Any, digits: int = 4) -> str:
+    return number(x, digits, "g")
+
+
+def distribution_text(d: Mapping[str, Any]) -> str:
+    """One distribution (its JSON form) as text, e.g. ``truncnormal(centre 3.2, width 1.5)``,
+    ``uniform[0, 1]``, ``categorical(a 0.50, b 0.30, c 0.20)`` (the three heaviest), ``fixed 'x'``
+    or ``mixture(0.3 uniform, 0.7 …)``: how decisions, lineage and the loop's artifacts show it."""
+    kind = d.get("kind", "uniform")
+    if kind in ("truncnormal", "beta"):
+        return f"{kind}(centre {_g(d.get('center'))}, width {_g(d.get('width'))})"
+    if kind == "uniform":
+        lo, hi = d.get("low"), d.get("high")
+        return "uniform" if lo is None and hi is None else f"uniform[{_g(lo)}, {_g(hi)}]"
+    if kind == "fixed":
+        return f"fixed {d.get('value')!r}"
+    if kind == "mixture":
+        return "mixture(" + ", ".join(f"{_g(c.get('weight'), 2)} {distribution_text(c.get('distribution') or {})}"
+                                      for c in d.get("components") or []) + ")"
+    weights = d.get("weights") or {}
+    top = sorted(weights.items(), key=lambda kv: -kv[1])[:3]
+    return "categorical(" + ", ".join(f"{k} {v:.2f}" for k, v in top) + (", …)" if len(weights) > 3 else ")")
+

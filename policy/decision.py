@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from generator.fmt import number
+from generator.params import distribution_text
 
 
 @dataclass
@@ -50,24 +51,6 @@ def _f(x: Any, nd: int = 4) -> str:  # significant digits: moves span many scale
     return number(x, nd, "g")
 
 
-def _dist(d: dict[str, Any]) -> str:
-    kind = d.get("kind", "uniform")
-    if kind in ("truncnormal", "beta"):
-        return f"{kind}(centre {_f(d.get('center'))}, width {_f(d.get('width'))})"
-    if kind == "uniform":
-        lo, hi = d.get("low"), d.get("high")
-        return "uniform" if lo is None and hi is None else f"uniform[{_f(lo)}, {_f(hi)}]"
-    if kind == "fixed":
-        return f"fixed {d.get('value')!r}"
-    if kind == "mixture":
-        return "mixture(" + ", ".join(f"{_f(c.get('weight'), 2)} {_dist(c.get('distribution') or {})}"
-                                      for c in d.get("components") or []) + ")"
-    weights = d.get("weights") or {}
-    top = sorted(weights.items(), key=lambda kv: -kv[1])[:3]
-    return "categorical(" + ", ".join(f"{k} {v:.2f}" for k, v in top) + (", …)" if len(weights) > 3 else ")")
-
-
-format_distribution = _dist  # public name: "truncnormal(centre 3.2, width 1.5)"-style text
 
 
 def _how_far(c: dict[str, Any]) -> str:
@@ -90,8 +73,8 @@ def _changes(d: Decision) -> list[str]:
         by = (f"{s['condition']} {s['side']} [{_f(s['range'][0])}, {_f(s['range'][1])}]"
               if s else "baseline")
         ev = f"{e.get('method')}, ρ {_f(e.get('rho'), 2)}, {e.get('rows_in_range')} rows" if e else "–"
-        lines.append(f"| `{c['parameter']}` | {by} | {ev} | {_dist(c['old'])} → {_dist(c['new'])} "
-                     f"| {_how_far(c)} |")
+        lines.append(f"| `{c['parameter']}` | {by} | {ev} | {distribution_text(c['old'])} → "
+                     f"{distribution_text(c['new'])} | {_how_far(c)} |")
     return lines
 
 

@@ -99,7 +99,7 @@ def test_params_summary_reads_the_gen_params() -> None:
          "gen.camera.distance.width": "1.2", "gen.digit.font.kind": "categorical",
          "gen.digit.font.weights": '{"stix": 3.0, "cm-sans": 1.0, "dejavu-sans": 0.5}', "gen.trial": "4"}
     assert params_summary(p) == ("uniform_share 0.3; camera.distance truncnormal(centre 7.5, width 1.2); "
-                                 "digit.font categorical(stix 3, cm-sans 1, …)")
+                                 "digit.font categorical(stix 3.00, cm-sans 1.00, dejavu-sans 0.50)")
     with pytest.raises(ConfigError):
         from flows.lineage import resolve_ref
         resolve_ref(None, "sqlite:///x", "bad ref")  # type: ignore[arg-type]
