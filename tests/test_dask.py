@@ -31,10 +31,16 @@ import servers
 from test_flow import prefect, real, settings  # noqa: F401  (module fixtures, reused)
 
 from flows import loop
-from flows.cli import main as cli
 from generator.errors import ConfigError
 
 BIN = Path(sys.executable).parent
+
+
+def synthloop(*args: str) -> tuple[int, list[str]]:
+    """``synthloop ARGS`` in a process of its own (as a user runs it): exit status, stderr lines."""
+    proc = subprocess.run([str(BIN / "synthloop"), *args], env=worker_env(), capture_output=True, text=True,
+                          timeout=300)
+    return proc.returncode, proc.stderr.strip().splitlines()
 
 
 def worker_env() -> dict[str, str]:
@@ -131,12 +137,10 @@ def test_bad_executor_settings_are_one_line(tmp_path: Path, over: dict[str, Any]
 
 
 @pytest.mark.slow  # the connection attempt times out (flows.executor.CONNECT_TIMEOUT_S)
-def test_an_unreachable_scheduler_is_one_line_and_nothing_is_written(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_scheduler_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
     work = tmp_path / "loop"
-    code = cli(["run", "--workdir", str(work), "--set", "backend=fake", "--executor", "dask",
-                "--dask-address", f"tcp://127.0.0.1:{servers.free_port()}"])
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = synthloop("run", "--workdir", str(work), "--set", "backend=fake", "--executor", "dask",
+                          "--dask-address", f"tcp://127.0.0.1:{servers.free_port()}")
     assert code != 0 and len(err) == 1 and err[0].startswith("error: loop.dask_address: must reach a running Dask")
     assert not work.exists()
 
@@ -227,8 +231,7 @@ def test_a_worker_killed_mid_render_costs_a_retry_not_the_loop(
 
 @pytest.mark.slow
 @pytest.mark.servers
-def test_a_cluster_whose_workers_cannot_see_the_work_directory_is_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_cluster_whose_workers_cannot_see_the_work_directory_is_refused(tmp_path: Path) -> None:
     if shutil.which("unshare") is None or os.geteuid() != 0:
         pytest.skip("needs unshare and root to hide the work directory from a worker (a mount namespace)")
     base = tmp_path / "shared"
@@ -238,9 +241,8 @@ def test_a_cluster_whose_workers_cannot_see_the_work_directory_is_refused(
     hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"mount -t tmpfs none {base} && exec"]
     with dask_scheduler(tmp_path) as address, dask_worker(address, tmp_path / "blind.log", wrap=hide):
         wait_workers(address, 1)
-        code = cli(["run", "--workdir", str(work), "--set", "backend=fake", "--executor", "dask",
-                    "--dask-address", address])
-    err = capsys.readouterr().err.strip().splitlines()
+        code, err = synthloop("run", "--workdir", str(work), "--set", "backend=fake", "--executor", "dask",
+                              "--dask-address", address)
     assert code != 0 and len(err) == 1, err
     assert err[0].startswith("error: loop.dask_address: worker tcp://127.0.0.1:")
     assert "cannot use the work directory" in err[0] and "shared filesystem" in err[0]
