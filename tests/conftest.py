@@ -5,6 +5,8 @@ Safety net (``pytest_configure``, before any test module imports prefect or mlfl
 ``PREFECT_API_URL`` is dropped, so no test writes ``~/.prefect``, ``./mlruns`` or
 ``./mlflow.db``, or talks to a server the developer has configured.
 
+The tiny real set (``real``, session scope) is built once for every loop test.
+
 Real servers on loopback (see tests/servers.py and docs/testing.md): ``prefect_api`` (a
 ``prefect server``'s API URL) and ``mlflow_api`` (an ``mlflow server``'s URL: tracking URI and
 UI), one each per session; ``browser`` (headless Chromium via playwright), one per test. At the
@@ -17,6 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -55,6 +58,20 @@ def _no_server_left_behind() -> Iterator[None]:
     leftovers = servers.stop_all()
     if leftovers:
         raise AssertionError(f"servers still running at the end of the session (now killed): {leftovers}")
+
+
+TINY_REAL_SIZES = {"real-train": 20, "real-val": 30, "real-test": 20}  # digits per split
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny real set (``synthloop data real`` at 20/30/20 digits, seed 0), built
+    once; tests only read it (one that must change it copies it first)."""
+    from generator.real.build import build_real_set
+
+    out = tmp_path_factory.mktemp("tiny-real") / "real"
+    build_real_set(out, seed=0, sizes=TINY_REAL_SIZES)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import servers
-from test_flow import prefect, real, settings  # noqa: F401  (module fixtures, reused)
+from test_flow import prefect, settings  # noqa: F401  (module fixtures, reused)
 
 from flows import loop
 from generator.errors import ConfigError
@@ -252,7 +252,7 @@ def test_a_cluster_whose_workers_cannot_see_the_work_directory_is_refused(tmp_pa
 @pytest.mark.slow
 @pytest.mark.servers
 @pytest.mark.render
-def test_ctrl_c_stops_a_local_dask_cluster_with_the_run(real: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_ctrl_c_stops_a_local_dask_cluster_with_the_run(real: Path, tmp_path: Path) -> None:
     """``synthloop run --executor dask`` (a LocalCluster: scheduler in the command, a nanny and a
     worker process per worker) stopped by Ctrl-C mid-render: exit 130 within seconds, nothing of
     the command's process tree left, nothing half-written published."""

@@ -19,11 +19,9 @@ import pytest
 from flows.loop_state import LoopHistory
 from flows.settings import LoopSettings
 from generator.errors import ConfigError
-from generator.real.build import build_real_set
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"real-train": 20, "real-val": 30, "real-test": 20}
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +32,6 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     home = tmp_path_factory.mktemp("prefect-home")
     with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("flow-real") / "real"
-    build_real_set(out, seed=0, sizes=SMALL)
-    return out
 
 
 def settings(work: Path, real: Path, **kw: Any) -> LoopSettings:

@@ -48,19 +48,9 @@ def e2e(test: Any) -> Any:
 
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-REAL_SIZES = {"real-train": 20, "real-val": 30, "real-test": 20}
 CRON = "17 3 1 1 *"  # 03:17 UTC on 1 January: no scheduled run fires while the tests run
 LOOP_TIMEOUT_S = 420.0
 STUDY = "digits-optuna-seed0"  # the tiny loop's Optuna study (LoopConfig.study_name)
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from generator.real.build import build_real_set
-
-    out = tmp_path_factory.mktemp("integration-real") / "real"
-    build_real_set(out, seed=0, sizes=REAL_SIZES)
-    return out
 
 
 @dataclass

@@ -23,18 +23,9 @@ import flows.loop as loop
 from flows.loop import IterationRecord, LoopConfig, LoopHistory, iteration_seeds, policy_step, run_loop
 from generator.errors import ConfigError, DataError
 from generator.params import Distribution, GenerationParams
-from generator.real.build import build_real_set
 from policy.decision import Decision
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"real-train": 20, "real-val": 30, "real-test": 20}
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("loop-real") / "real"
-    build_real_set(out, seed=0, sizes=SMALL)
-    return out
 
 
 def tiny(work: Path, real: Path | None = None, **kw: Any) -> LoopConfig:

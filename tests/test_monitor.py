@@ -33,7 +33,6 @@ from generator.params import GenerationParams
 from generator.shard import Shard
 from policy.decision import Decision
 
-SMALL = {"real-train": 20, "real-val": 30, "real-test": 20}
 CLASSES = [str(i) for i in range(10)]
 
 
@@ -41,13 +40,10 @@ CLASSES = [str(i) for i in range(10)]
 
 
 @pytest.fixture(scope="module")
-def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def watched(tmp_path_factory: pytest.TempPathFactory, real: Path) -> dict[str, Any]:
     """The watched loop: one completed iteration (its shard is the drift reference)."""
-    from generator.real.build import build_real_set
-
     root = tmp_path_factory.mktemp("watched")
-    build_real_set(root / "real", seed=0, sizes=SMALL)
-    settings = {"workdir": str(root / "loop"), "real_dir": str(root / "real"), "iterations": 1,
+    settings = {"workdir": str(root / "loop"), "real_dir": str(real), "iterations": 1,
                 "images_per_iteration": 32, "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64,
                 "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "uniform",
                 "render_shards": 1, "tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}

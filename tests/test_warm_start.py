@@ -31,11 +31,9 @@ import flows.loop as loop
 from flows.loop_state import LoopConfig, LoopHistory
 from generator.errors import ConfigError
 from generator.params import Distribution, GenerationParams
-from generator.real.build import build_real_set
 from policy.decision import Decision
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"real-train": 20, "real-val": 30, "real-test": 20}
 UNIFORM = {"scenario": "digits", "uniform_share": 0.0, "distributions": {}}
 
 
@@ -45,13 +43,6 @@ def tiny(work: Path, real: Path, **kw: Any) -> LoopConfig:
         "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64, "backend": "fake",
         "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "optuna", "render_shards": 1}
     return LoopConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("warm-real") / "real"
-    build_real_set(out, seed=0, sizes=SMALL)
-    return out
 
 
 @pytest.fixture(scope="module")
