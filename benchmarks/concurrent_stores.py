@@ -40,6 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flows.stores import create_database, drop_database
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
@@ -156,23 +158,12 @@ def audit(kind: str, url: str, exp: str) -> dict[str, Any]:
             "duplicated": sum(n - 1 for n in numbers.values() if n > 1)}
 
 
-def _postgres_admin(base: str, sql: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(sql))
-    finally:
-        engine.dispose()
-
-
 def run_case(store: str, kind: str, writers: int, ops: int, postgres: str, tmp: Path) -> dict[str, Any]:
     """One store kind on one backend: set up, run the writers, audit, clean up."""
     db = f"synthloop_bench_{uuid.uuid4().hex[:10]}"
     url = f"sqlite:///{tmp / f'{kind}-{db}.db'}" if store == "sqlite" else f"{postgres}/{db}"
     if store == "postgres":
-        _postgres_admin(postgres, f'CREATE DATABASE "{db}"')
+        create_database("--postgres", url)
     ctx = mp.get_context("spawn")
     try:
         with ctx.Pool(1) as pool:  # tables created in a process of their own, as a first loop would
@@ -188,7 +179,7 @@ def run_case(store: str, kind: str, writers: int, ops: int, postgres: str, tmp: 
             held = pool.apply(audit, (kind, url, exp))
     finally:
         if store == "postgres":
-            _postgres_admin(postgres, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            drop_database("--postgres", url)
     errors: Counter[str] = Counter()
     for r in results:
         errors.update(r["errors"])

@@ -155,6 +155,21 @@ def create_database(field: str, url: str, role: Role = "sync") -> bool:
         admin.dispose()
 
 
+def drop_database(field: str, url: str) -> None:
+    """Drop ``url``'s PostgreSQL database if it exists, closing any connection a server left open
+    (``WITH (FORCE)``): for tests and benchmarks that made their own database."""
+    import sqlalchemy as sa
+
+    u = parse(field, url, "sync")
+    admin = sa.create_engine(_sync_url(u).set(database="postgres"), poolclass=sa.pool.NullPool,
+                             isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 def check_loop_stores(tracking_uri: str | None, study: str | None) -> None:
     """The loop's ``tracking_uri`` and ``study`` when they name a database server: reachable,
     the database there, a sync driver. Files and http URLs are left to MLflow and Optuna."""

@@ -262,17 +262,6 @@ def require_postgres() -> None:
     pytest.skip(problem)
 
 
-def _admin(sql: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(sql))
-    finally:
-        engine.dispose()
-
-
 def existing_databases(prefix: str) -> list[str]:
     """Names of the databases on 127.0.0.1:5432 that start with ``prefix``."""
     import sqlalchemy as sa
@@ -300,8 +289,10 @@ def postgres_databases(*names: str) -> Iterator[dict[str, str]]:
             raise ValueError(f"postgres_databases: {name!r} is not a plain lower-case database name")
     made: list[str] = []
     try:
+        from flows.stores import create_database
+
         for name in names:
-            _admin(f'CREATE DATABASE "{name}"')
+            create_database("test database", f"{POSTGRES}/{name}")
             made.append(name)
         yield {name: f"{POSTGRES}/{name}" for name in names}
     finally:
@@ -311,7 +302,9 @@ def postgres_databases(*names: str) -> Iterator[dict[str, str]]:
 
 def drop_database(name: str) -> None:
     """Drop database ``name`` on 127.0.0.1:5432 if it exists, closing any connection left to it."""
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    from flows.stores import drop_database
+
+    drop_database("test database", f"{POSTGRES}/{name}")
 
 
 def prefect_env(api_url: str, home: Path | None = None) -> dict[str, str]:
