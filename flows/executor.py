@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from generator.errors import ConfigError, field_error
+from generator.errors import ConfigError, field_error, is_int
 
 EXECUTORS = ("process", "dask")
 PROBE_PREFIX = ".tmp-dask-probe-"  # a loop's own temporary name (flows.loop_state.OWN): never mistaken for data
@@ -60,7 +60,7 @@ def check_settings(executor: Any, address: Any, workers: Any, gpu: Any) -> None:
         raise field_error("loop.dask_address", "must be a Dask scheduler address like 'tcp://HOST:8786' or null",
                           address, "start one with `dask scheduler` and pass the address it prints")
     if workers is not None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        if not is_int(workers) or workers < 1:
             raise field_error("loop.dask_workers", "must be an integer >= 1 or null", workers)
         if address is not None:
             raise field_error("loop.dask_workers", "sizes the local cluster only; with dask_address the "
