@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from generator import atomic
-from generator.errors import ConfigError, field_error
+from generator.errors import ConfigError, field_error, is_int
 
 HISTORY_FILE = "history.json"
 HISTORY_FORMAT = "synthloop-loop/1"
@@ -115,7 +115,7 @@ class LoopConfig:
                           ("eval_resamples", 0), ("drift_calibration_images", 4)):
             _int_at_least(name, getattr(self, name), low)
         n = self.drift_calibration_trials  # 0: off; else as many as a calibration needs
-        if isinstance(n, bool) or not isinstance(n, int) or (n != 0 and n < 2):
+        if not is_int(n) or (n != 0 and n < 2):
             raise field_error("loop.drift_calibration_trials", "must be 0 (off) or an integer >= 2", n,
                               "use e.g. 16")
         for name in ("width", "height", "num_threads"):
@@ -246,7 +246,7 @@ def _check_policy_base(path: str, scenario: str) -> None:
 
 
 def _int_at_least(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_int(value) or value < low:
         raise field_error(f"loop.{name}", f"must be an integer >= {low}", value)
 
 
