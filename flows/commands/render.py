@@ -21,8 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "render",
         help="render a synthetic shard (COCO + depth + conditions + manifest)",
         description="Render N images of a scenario into a shard directory, atomically. "
-        "Same scenario, params, seed, n and size give the same fingerprint and "
-        "byte-identical annotations.json.",
+        "Same scenario, params, seed, n and size give the same fingerprint and the same "
+        "geometry (boxes, masks, depth, pose); pixel-measured fields may differ in their last "
+        "decimals on llvmpipe (docs/shard-format.md, Reproducibility).",
     )
     p.add_argument(
         "--scenario", default="digits", help="built-in scenario name or path to a scenario YAML (default: digits)"
