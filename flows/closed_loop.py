@@ -53,7 +53,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from flows import executor, loop, process_guard, publish, tracking, tracking_init, warm_start, workdir_lock
+from flows import (
+    executor,
+    loop,
+    process_guard,
+    publish,
+    tracking,
+    tracking_init,
+    tracking_model,
+    warm_start,
+    workdir_lock,
+)
 from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
 from flows.settings import DATA_DIR, LoopSettings
 from generator.params import GenerationParams
@@ -189,7 +199,7 @@ def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: 
     window = (record.get("production") or {}).get("path")
     tracking.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict(),
                            production=None if window is None else cfg.work / window)
-    model = tracking.log_model(t, run_id, cfg.work / record["train"]["path"], k, record["evaluate"]["map50"],
+    model = tracking_model.log_model(t, run_id, cfg.work / record["train"]["path"], k, record["evaluate"]["map50"],
                                external_sha256=record["train"].get("sha256") if cfg.external else None)
     tracking.close_run(t, run_id)
     return {"run_id": run_id, "model": model, "already": False}

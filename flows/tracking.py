@@ -297,36 +297,6 @@ def run_link(t: Tracking, run_id: str) -> str | None:
     return f"{t.uri.rstrip('/')}/#/experiments/{eid}/runs/{run_id}"
 
 
-def log_model(t: Tracking, run_id: str, model_dir: Path, k: int, metric: float | None, *,
-              metric_name: str = "real_val_map50", external_sha256: str | None = None) -> dict[str, Any]:
-    """Register iteration ``k``'s checkpoint; see :func:`flows.tracking_model.log_model`.
-    An external detector's model directory (``external_sha256``: its content hash) is logged
-    by :func:`log_external_model` instead."""
-    if external_sha256 is not None:
-        return log_external_model(t, run_id, model_dir, external_sha256)
-    from flows.tracking_model import log_model as log_and_register
-
-    return log_and_register(t, run_id, model_dir, k, metric, metric_name=metric_name)
-
-
-EXTERNAL_ARTIFACTS = "external_model"
-TAG_MODEL_SHA256 = "synthloop.model_sha256"
-
-
-def log_external_model(t: Tracking, run_id: str, model_dir: Path, sha256: str) -> dict[str, Any]:
-    """An external detector's model directory (flows/external.py) as the run's artifacts under
-    ``external_model/`` with its content hash in tag ``synthloop.model_sha256``; not a logged or
-    registered model (MLflow could not load it: its code is not synthloop's), so ``champion``
-    does not move. Idempotent (files already logged are skipped)."""
-    c = client(t.uri)
-    have = {f.path for f in c.list_artifacts(run_id, EXTERNAL_ARTIFACTS)}
-    if not have:
-        c.log_artifacts(run_id, str(model_dir), EXTERNAL_ARTIFACTS)
-    _set_tags(c, run_id, {TAG_MODEL_SHA256: sha256, "synthloop.model_kind": "external"})
-    return {"model_id": None, "version": None, "champion": False, "sha256": sha256,
-            "model_uri": f"runs:/{run_id}/{EXTERNAL_ARTIFACTS}"}
-
-
 def close_run(t: Tracking, run_id: str, status: str = "FINISHED") -> None:
     """End a run as FINISHED, FAILED or KILLED."""
     if status not in STATUSES:

@@ -40,11 +40,11 @@ from flows.tracking import (
     client,
     close_run,
     flatten,
-    log_model,
     log_params,
     open_child,
 )
 from flows.tracking_artifacts import REPORT_FILES
+from flows.tracking_model import log_model
 from generator.errors import is_number
 
 KIND_INIT = "init"

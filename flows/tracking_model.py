@@ -32,7 +32,7 @@ from mlflow.entities import LoggedModelOutput
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from flows.tracking import TAG_ITERATION, Tracking, client
+from flows.tracking import TAG_ITERATION, Tracking, _set_tags, client
 from generator.errors import ConfigError, field_error, is_number
 
 CHAMPION = "champion"
@@ -203,13 +203,17 @@ def _promote(c: MlflowClient, name: str, mv: ModelVersion, metric: float | None,
 
 
 def log_model(t: Tracking, run_id: str, model_dir: Path, k: int, metric: float | None, *,
-              metric_name: str = "real_val_map50") -> dict[str, Any]:
+              metric_name: str = "real_val_map50", external_sha256: str | None = None) -> dict[str, Any]:
     """Log ``model_dir`` as iteration ``k``'s logged model on run ``run_id``, register it as a
     version of ``t.model_name`` and move ``champion`` on a strict improvement of ``metric``.
     A second call for the same run returns the existing version (and re-checks the alias).
 
     Returns ``{"model_id", "version", "champion", "model_uri"}`` (``models:/<name>/<version>``).
-    """
+
+    An external detector's model directory (``external_sha256``: its content hash) is logged by
+    :func:`log_external_model` instead."""
+    if external_sha256 is not None:
+        return log_external_model(t, run_id, model_dir, external_sha256)
     model_dir = Path(model_dir)
     if not (model_dir / "model.pt").is_file() or not (model_dir / "model.json").is_file():
         raise field_error("log_model.model_dir", "must be a checkpoint directory with model.pt and model.json",
@@ -227,3 +231,21 @@ def log_model(t: Tracking, run_id: str, model_dir: Path, k: int, metric: float |
     champion = _promote(c, t.model_name, mv, metric, metric_name)
     return {"model_id": mv.tags.get(TAG_MODEL_ID), "version": str(mv.version), "champion": champion,
             "model_uri": f"models:/{t.model_name}/{mv.version}"}
+
+
+EXTERNAL_ARTIFACTS = "external_model"
+TAG_MODEL_SHA256 = "synthloop.model_sha256"
+
+
+def log_external_model(t: Tracking, run_id: str, model_dir: Path, sha256: str) -> dict[str, Any]:
+    """An external detector's model directory (flows/external.py) as the run's artifacts under
+    ``external_model/`` with its content hash in tag ``synthloop.model_sha256``; not a logged or
+    registered model (MLflow could not load it: its code is not synthloop's), so ``champion``
+    does not move. Idempotent (files already logged are skipped)."""
+    c = client(t.uri)
+    have = {f.path for f in c.list_artifacts(run_id, EXTERNAL_ARTIFACTS)}
+    if not have:
+        c.log_artifacts(run_id, str(model_dir), EXTERNAL_ARTIFACTS)
+    _set_tags(c, run_id, {TAG_MODEL_SHA256: sha256, "synthloop.model_kind": "external"})
+    return {"model_id": None, "version": None, "champion": False, "sha256": sha256,
+            "model_uri": f"runs:/{run_id}/{EXTERNAL_ARTIFACTS}"}

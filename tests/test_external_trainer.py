@@ -167,18 +167,16 @@ def test_default_loop_has_no_external_settings() -> None:
 
 
 def test_mlflow_logs_an_external_model_as_artifacts_with_its_hash(tmp_path: Path) -> None:
-    """What the Prefect flow's track task logs for an external model (flows.tracking.log_model
+    """What the Prefect flow's track task logs for an external model (flows.tracking_model.log_model
     with external_sha256): the directory's files as run artifacts and its hash as a tag."""
     from flows.tracking import (
-        EXTERNAL_ARTIFACTS,
-        TAG_MODEL_SHA256,
         Tracking,
         client,
         default_tracking_uri,
-        log_model,
         open_iteration_run,
         open_loop_run,
     )
+    from flows.tracking_model import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256, log_model
 
     model = tmp_path / "model"
     model.mkdir()
