@@ -234,7 +234,7 @@ def test_the_prefect_flow_drives_the_external_detector(tmp_path: Path, real: Pat
 
     from flows.closed_loop import closed_loop
     from flows.settings import LoopSettings
-    from flows.tracking import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256
+    from flows.tracking_model import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256
 
     s = LoopSettings.build({
         "workdir": str(tmp_path / "loop"), "real_dir": str(real), "iterations": 2, "images_per_iteration": 6,
