@@ -228,7 +228,7 @@ def measure_window(result: Window | NoData, scenario: Scenario, reference: list[
 
     The operating threshold is ``score_threshold`` when given, else the report's, else
     ``default_threshold`` (:meth:`ProductionOptions.at_threshold` sets ``confident`` from it).
-    An empty window needs no reference (the loop may not exist yet)."""
+    ``reference`` may be empty for an empty window (the monitor's loop may not exist yet)."""
     import pandas as pd
 
     from evaluator.production.signals import window_signals
@@ -239,9 +239,11 @@ def measure_window(result: Window | NoData, scenario: Scenario, reference: list[
     if score_threshold is None:
         score_threshold = float(((val_report or {}).get("settings") or {}).get("score_threshold", default_threshold))
     options = ProductionOptions.at_threshold(score_threshold)
+    # the reference is read (and checked) whenever one is named, also for an empty window: a bad
+    # --reference is an error at once, not at the first window with data
+    ref = reference_tables(reference) if reference else ReferenceTables(pd.DataFrame(), pd.DataFrame(), 1.0, [])
     if isinstance(result, NoData):
-        return window_signals(result, ReferenceTables(pd.DataFrame(), pd.DataFrame(), 1.0, []), scenario,
-                              options), None
-    signals = window_signals(result, reference_tables(reference), scenario, options, val_report)
+        return window_signals(result, ref, scenario, options), None
+    signals = window_signals(result, ref, scenario, options, val_report)
     merged = merge_reports(val_report, signals, scenario, options) if val_report is not None else None
     return signals, merged
