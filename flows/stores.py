@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from generator.errors import ConfigError, field_error
+from generator.errors import ConfigError, driver_error_line, field_error, redact
 
 Role = Literal["prefect", "sync"]  # Prefect's server (async driver) / MLflow and Optuna (sync driver)
 
@@ -44,14 +44,6 @@ EXAMPLE: dict[Role, str] = {
     "sync": "postgresql+psycopg://postgres@127.0.0.1:5432/synthloop_mlflow",
 }
 CONNECT_TIMEOUT_S = 5
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (also when SQLAlchemy cannot parse it)."""
-    return _PASSWORD.sub(r"\1***@", str(url))
-
-
 def is_database_url(url: str | None) -> bool:
     """True for a SQLAlchemy URL of a database server (``postgresql…``, ``mysql…``), not a
     file (sqlite) or an http tracking server."""
@@ -90,12 +82,6 @@ def _sync_url(u: Any) -> Any:
     return u.set(drivername="postgresql+psycopg" if dialect == "postgresql" else "sqlite")
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return redact(text[0] if text else type(orig).__name__)
-
-
 def check_url(field: str, url: str, role: Role = "sync") -> str:
     """Check ``url`` for ``role``; for a database server also that it answers and the database
     exists (``SELECT 1`` within :data:`CONNECT_TIMEOUT_S`). Returns the server's version line
@@ -116,7 +102,7 @@ def check_url(field: str, url: str, role: Role = "sync") -> str:
         with engine.connect() as conn:
             return " ".join(str(conn.execute(sa.text("SELECT version()")).scalar()).split()[:2])  # PostgreSQL 15.20
     except sa.exc.SQLAlchemyError as exc:
-        msg = _first_line(exc)
+        msg = driver_error_line(exc)
         if "does not exist" in msg and "database" in msg:
             fix = (f"create it: `createdb -h {u.host or '127.0.0.1'} -p {u.port or 5432} -U {u.username or 'postgres'} "
                    f"{u.database}` or `synthloop stores --create ...`")
@@ -149,7 +135,7 @@ def create_database(field: str, url: str, role: Role = "sync") -> bool:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             return True
     except sa.exc.SQLAlchemyError as exc:
-        raise ConfigError(f"{field}: cannot create database {name!r} at {redact(url)} ({_first_line(exc)}); "
+        raise ConfigError(f"{field}: cannot create database {name!r} at {redact(url)} ({driver_error_line(exc)}); "
                           "create it as a user with CREATEDB rights (`createdb`) or fix the URL") from None
     finally:
         admin.dispose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import TypeGuard
 
 
@@ -57,3 +58,20 @@ def is_number(value: object) -> TypeGuard[float]:
     """A finite real number (int, float or a NumPy scalar), never a bool, NaN or infinity."""
     return (isinstance(value, numbers.Real) and not isinstance(value, bool)
             and math.isfinite(value))
+
+
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")  # the password of scheme://user:password@host
+
+
+def redact(url: object) -> str:
+    """A URL with its password replaced by ``***`` (also one SQLAlchemy cannot parse): an error
+    line never prints a password."""
+    return _PASSWORD.sub(r"\1***@", str(url))
+
+
+def driver_error_line(exc: BaseException) -> str:
+    """The first line of what a database driver said (SQLAlchemy's ``orig`` when wrapped),
+    password redacted: the parenthesis of a store's one-line error."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return redact(text[0] if text else type(orig).__name__)

@@ -30,12 +30,11 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from generator.errors import ConfigError
+from generator.errors import ConfigError, driver_error_line, redact
 from policy.moves import Knobs
 
 PROPOSAL = "proposal"  # user attribute holding the stored proposal (the commit marker)
 LOOP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")  # the password of scheme://user:password@host
 
 
 @dataclass(frozen=True)
@@ -78,11 +77,6 @@ def storage_url(study: str | Path) -> str:
     return s if "://" in s else f"sqlite:///{Path(s).resolve()}"
 
 
-def redact(url: str) -> str:
-    """A database URL with its password replaced by ``***`` (never print a password)."""
-    return _PASSWORD.sub(r"\1***@", str(url))
-
-
 def _creation_race(exc: BaseException) -> bool:
     """True when opening a fresh storage lost the race to create its tables (or its version row)
     to another process: PostgreSQL's concurrent CREATE TABLE fails with a duplicate key in
@@ -107,10 +101,8 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
                 continue
             error = exc
             break
-    orig = getattr(error, "orig", None) or error
-    msg = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
-    raise ConfigError(f"--study: cannot open Optuna storage {redact(url)!r} ({msg}); pass a path to a "
-                      ".db file, sqlite:///ABS/PATH/policy.db (one loop at a time) or a reachable "
+    raise ConfigError(f"--study: cannot open Optuna storage {redact(url)!r} ({driver_error_line(error)}); "
+                      "pass a path to a .db file, sqlite:///ABS/PATH/policy.db (one loop at a time) or a reachable "
                       "PostgreSQL database postgresql+psycopg://user@host:5432/db (several at once)") from None
 
 

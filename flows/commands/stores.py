@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.stores import check_url, create_database, redact
-    from generator.errors import ConfigError
+    from flows.stores import check_url, create_database
+    from generator.errors import ConfigError, redact
 
     given = [("--prefect-db", args.prefect_db, "prefect"), ("--mlflow-db", args.mlflow_db, "sync"),
              ("--study", args.study, "sync")]
