@@ -357,10 +357,25 @@ def replay_shard(choice: str, base: Path, work: Path) -> Path | None:
     return render_shard(BaseRecipe(**read_recipe(base)["recipe"]).render_job(), work / "base-data", reuse=True).path
 
 
+def merged_rows(path: Path, preset: str, p: dict[str, Any], arms: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """Rows of an earlier result for the arm/seed pairs not run now, refused unless it was made
+    with the same benchmark version, preset and settings (each row marked ``merged_from``)."""
+    old = json.loads(path.read_text())
+    for field, want in (("benchmark", "loop_vs_uniform/2"), ("preset", preset), ("settings", p)):
+        if old.get(field) != want:
+            raise SystemExit(f"--merge: {path} has {field} {old.get(field)!r}, this run {want!r}; "
+                             "merge only results of the same preset and settings")
+    rows = [r for r in old["rows"] if r["arm"] in arms and r["seed"] not in seeds]
+    for r in rows:
+        r.setdefault("merged_from", shown(path))
+    return rows
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="sizes (default: cpu)")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's, 5)")
+    ap.add_argument("--seeds", default=None, metavar="N|a,b,...",
+                    help="seeds 0..N-1, or an explicit comma list (default: the preset's count)")
     ap.add_argument("--arms", default="U,C,L", help="arms to run (default U,C,L)")
     ap.add_argument("--work", default="runs/loop-vs-uniform", help="work directory (resumable)")
     ap.add_argument("--base-model", default=None, help="warm start (default: the committed digits base model)")
@@ -370,6 +385,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "training data, re-rendered from its recipe into WORK/base-data when absent)")
     ap.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                     help="an extra evaluation shard, reported beside real-test (repeatable)")
+    ap.add_argument("--merge", default=None, metavar="RESULT.json",
+                    help="take the rows of an earlier result of this benchmark (same preset and settings) for "
+                         "the arm/seed pairs this run does not run; they are marked merged_from")
     ap.add_argument("--plot", default=None, help="plot path (default: benchmarks/loop_vs_uniform.png)")
     ap.add_argument("--device", default="auto", help="training/inference device: auto, cpu, cuda")
     args = ap.parse_args(argv)
@@ -380,6 +398,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             ap.error(f"--eval: must be NAME=DIR with DIR a shard (manifest.json), but got {item!r}")
         pairs.append((name, Path(path)))
     args.eval = pairs
+    text, items = args.seeds, (args.seeds or "").split(",")
+    if text is None:
+        pass
+    elif "," not in text and text.isdigit() and int(text) > 0:
+        args.seeds = list(range(int(text)))
+    elif "," in text and all(x.isdigit() for x in items) and len(set(items)) == len(items):
+        args.seeds = [int(x) for x in items]
+    else:
+        ap.error(f"--seeds: must be a count N >= 1 or a comma list of distinct seeds, but got {text!r}")
+    if args.merge is not None and not Path(args.merge).is_file():
+        ap.error(f"--merge: must be an earlier result file of this benchmark, but {args.merge!r} does not exist")
     unknown = [a for a in args.arms.split(",") if a and a not in ARMS]
     if unknown or "U" not in args.arms.split(","):
         ap.error(f"--arms: must be a comma list of {', '.join(ARMS)} including U (the reference), "
@@ -393,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     p = PRESETS[args.preset]
-    seeds = list(range(args.seeds if args.seeds is not None else p["seeds"]))
+    seeds = args.seeds if args.seeds is not None else list(range(p["seeds"]))
     arms = [a for a in args.arms.split(",") if a]
+    merged = merged_rows(Path(args.merge), args.preset, p, arms, seeds) if args.merge else []
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -408,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     calibration, calib_s = calibration_params(args, p, real) if set(arms) & {"C", "L"} else (None, 0.0)
     base_test = score(base, real / "real-test", work / "score-base-real-test", "digits", True, p["eval_resamples"])
     rows = [run_arm(args, p, arm, seed, base, calibration, base_test) for seed in seeds for arm in arms]
+    rows += merged
+    seeds = sorted({r["seed"] for r in rows})
     names = [n for n, _ in args.eval]
     arm_stats = per_arm(rows, names)
     cmp = compare(rows, names) if {"U", "L"} <= set(arms) else {}

@@ -372,6 +372,26 @@ def test_worst_slice_ignores_slices_below_min_support() -> None:
     assert b.worst_slice({"slices": []}) is None
 
 
+def test_benchmark_seed_lists_and_merging_an_earlier_result(tmp_path: Path) -> None:
+    b = _bench()
+    assert b.parse_args(["--seeds", "3"]).seeds == [0, 1, 2]
+    assert b.parse_args(["--seeds", "2,4"]).seeds == [2, 4]
+    for bad in ("0", "2,2", "x", "1,"):
+        with pytest.raises(SystemExit):
+            b.parse_args(["--seeds", bad])
+    p = b.PRESETS["smoke"]
+    rows = [{"arm": a, "seed": s} for a in "UL" for s in (0, 1)]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"benchmark": "loop_vs_uniform/2", "preset": "smoke", "settings": p, "rows": rows}))
+    got = b.merged_rows(old, "smoke", p, ["U", "L"], [1, 2])  # seed 1 runs now: only seed 0 comes from the file
+    assert sorted((r["arm"], r["seed"]) for r in got) == [("L", 0), ("U", 0)]
+    assert all(r["merged_from"] == str(old) for r in got)
+    with pytest.raises(SystemExit, match="settings"):  # other sizes: refused, nothing merged
+        b.merged_rows(old, "smoke", {**p, "steps": 3}, ["U", "L"], [2])
+    with pytest.raises(SystemExit, match="preset"):
+        b.merged_rows(old, "cpu", p, ["U"], [2])
+
+
 @pytest.mark.slow
 def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Arms U, C, L from the committed base model, synthetic-only and hybrid, an extra eval set:
