@@ -6,7 +6,13 @@
     annotations (RLE, boxes, visibility, truncation, pose), sensor effects, PNG + JSON +
     Parquet writing, checksums.
 Reports images/s at each size, the ratio b/a, peak RSS, and 2 workers vs 1, as one JSON
-document on stdout. Usage: python benchmarks/render_throughput.py [--n 200] [--sizes 128 512]
+document on stdout; ``--breakdown`` adds (b)'s wall time per image split by stage (1 worker,
+from :class:`generator.timing.StageTimes`: scene = sampling + SceneSpec building, gl_scene =
+pyrender scene graph, gl_colour_depth = the pass (a) times (with mesh/texture upload), gl_seg,
+gl_amodal, annotate = masks/RLE/boxes/visibility/pose, sensor, stats = image and object
+statistics, png = encoding, write = file writes + sha256, finalize = annotations.json, Parquet,
+manifest and rename, setup/close = ImageRenderer start (GL context) and end, other = the rest). Usage:
+python benchmarks/render_throughput.py [--n 200] [--sizes 128 512] [--breakdown]
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 from generator.params import uniform_params
 from generator.pipeline import ImageRenderer, RenderJob, render_shard
 from generator.scenario import load_scenario
+from generator.timing import StageTimes
 
 
 def raw_loop(job: RenderJob, root: Path) -> float:
@@ -41,8 +48,8 @@ def raw_loop(job: RenderJob, root: Path) -> float:
     return job.n / dt
 
 
-def full_pipeline(job: RenderJob, out: Path, workers: int) -> float:
-    return render_shard(job, out, workers=workers, overwrite=True).images_per_s
+def full_pipeline(job: RenderJob, out: Path, workers: int, times: StageTimes | None = None) -> float:
+    return render_shard(job, out, workers=workers, overwrite=True, times=times).images_per_s
 
 
 def main() -> None:
@@ -50,6 +57,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--breakdown", action="store_true", help="per-stage ms/img of the 1-worker full pipeline")
     args = ap.parse_args()
     scenario = load_scenario("digits")
     results: dict[str, object] = {"machine": f"{platform.node()} {platform.processor()} {os.cpu_count()} cores",
@@ -60,13 +68,18 @@ def main() -> None:
             full_pipeline(RenderJob(scenario, job.params, n=8, seed=99, width=size, height=size),
                           Path(tmp) / "warm", 1)  # glyph caches and shader compilation
             raw = raw_loop(job, Path(tmp))
-            full1 = full_pipeline(job, Path(tmp) / f"s{size}-1", 1)
+            times = StageTimes() if args.breakdown else None
+            full1 = full_pipeline(job, Path(tmp) / f"s{size}-1", 1, times)
             full2 = full_pipeline(job, Path(tmp) / f"s{size}-2", 2)
-            results["sizes"][size] = {  # type: ignore[index]
+            row: dict[str, object] = {
                 "raw_img_s": round(raw, 1), "full_img_s_1worker": round(full1, 1),
                 "full_img_s_2workers": round(full2, 1), "ratio_full_over_raw": round(full1 / raw, 3),
                 "speedup_2_over_1": round(full2 / full1, 2),
             }
+            if times is not None:
+                row["raw_ms_per_img"] = round(1e3 / raw, 2)
+                row["breakdown_ms_per_img"] = times.per_image_ms(job.n, total_s=job.n / full1)
+            results["sizes"][size] = row  # type: ignore[index]
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     results["peak_rss_mb"] = {"main": round(self_kb / 1024), "largest_worker": round(child_kb / 1024)}

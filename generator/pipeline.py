@@ -29,6 +29,7 @@ from generator.render.fake import GL_TO_CV, camera_points
 from generator.sampling import Sampler, SceneSample, image_seeds
 from generator.scenario import Scenario, load_scenario
 from generator.shard import ImageEntry, ImageRecord, ObjectRecord, Shard, ShardWriter, encode_image
+from generator.timing import NO_TIMES, StageTimes
 from generator.workers import exit_on_sigint
 
 BACKENDS = ("pyrender", "fake")
@@ -77,19 +78,40 @@ class RenderJob:
         }
 
 
-def make_renderer(backend: str, width: int, height: int) -> Renderer:
+def make_renderer(backend: str, width: int, height: int, times: StageTimes = NO_TIMES) -> Renderer:
+    """One renderer per process; ``times`` receives the pyrender backend's per-pass stages."""
     if backend == "fake":
         from generator.render.fake import FakeRenderer
 
         return FakeRenderer(width, height)
     from generator.render.pyrender_backend import PyrenderRenderer
 
-    return PyrenderRenderer(width, height)
+    return PyrenderRenderer(width, height, times=times)
 
 
 def to_record(
-    index: int, spec: SceneSpec, out: RenderOutput, sample: SceneSample, rng: np.random.Generator
+    index: int,
+    spec: SceneSpec,
+    out: RenderOutput,
+    sample: SceneSample,
+    rng: np.random.Generator,
+    times: StageTimes = NO_TIMES,
 ) -> ImageRecord:
+    with times("annotate"):
+        objects = _objects(spec, out)
+    with times("sensor"):
+        color = sensor.apply(out.color, sample.image, rng)
+    return ImageRecord(
+        index=index,
+        image=color,
+        objects=objects,
+        depth=out.depth,
+        intrinsics=spec.camera.intrinsics,
+        conditions=sample.conditions(),
+    )
+
+
+def _objects(spec: SceneSpec, out: RenderOutput) -> list[ObjectRecord]:
     K = spec.camera.intrinsics
     objects = []
     for i in spec.labelled:
@@ -110,21 +132,18 @@ def to_record(
                 attributes=obj.attributes,
             )
         )
-    color = sensor.apply(out.color, sample.image, rng)
-    return ImageRecord(
-        index=index, image=color, objects=objects, depth=out.depth, intrinsics=K, conditions=sample.conditions()
-    )
+    return objects
 
 
 class ImageRenderer:
     """Everything one process needs to turn an image index into an :class:`ImageEntry`."""
 
-    def __init__(self, job: RenderJob, root: Path) -> None:
-        self.job, self.root = job, root
+    def __init__(self, job: RenderJob, root: Path, times: StageTimes = NO_TIMES) -> None:
+        self.job, self.root, self.times = job, root, times
         self.sampler = Sampler(job.scenario, job.params)
         self.builder = job.scenario.builder()
         self.seeds = image_seeds(job.seed, job.n)
-        self.renderer = make_renderer(job.backend, job.width, job.height)
+        self.renderer = make_renderer(job.backend, job.width, job.height, times)
 
     def scene(self, index: int) -> tuple[SceneSpec, SceneSample, np.random.Generator]:
         s_sample, s_scene, s_sensor = self.seeds[index].spawn(3)
@@ -135,9 +154,12 @@ class ImageRenderer:
         return spec, sample, np.random.default_rng(s_sensor)
 
     def __call__(self, index: int) -> ImageEntry:
-        spec, sample, rng = self.scene(index)
-        out = self.renderer.render(spec)
-        return encode_image(to_record(index, spec, out, sample, rng), self.root)
+        times = self.times
+        with times("scene"):
+            spec, sample, rng = self.scene(index)
+        out = self.renderer.render(spec)  # the backend times its gl_* stages
+        record = to_record(index, spec, out, sample, rng, times)
+        return encode_image(record, self.root, times)
 
     def close(self) -> None:
         self.renderer.close()
@@ -158,14 +180,16 @@ def _work(index: int) -> ImageEntry:
     return _WORKER(index)
 
 
-def _entries(job: RenderJob, root: Path, workers: int) -> Iterator[ImageEntry]:
+def _entries(job: RenderJob, root: Path, workers: int, times: StageTimes = NO_TIMES) -> Iterator[ImageEntry]:
     if workers <= 1:
-        r = ImageRenderer(job, root)
+        with times("setup"):  # sampler, scene builder, GL context
+            r = ImageRenderer(job, root, times)
         try:
             for i in range(job.n):
                 yield r(i)
         finally:
-            r.close()
+            with times("close"):
+                r.close()
         return
     make_renderer(job.backend, job.width, job.height).close()  # fail here, clearly, if EGL is missing
     args = {"n": job.n, "seed": job.seed, "width": job.width, "height": job.height, "backend": job.backend}
@@ -239,6 +263,7 @@ def render_shard(
     overwrite: bool = False,
     reuse: bool = False,
     progress: Any = None,
+    times: StageTimes | None = None,
 ) -> RenderResult:
     """Render ``job`` into the shard directory ``out`` (atomically).
 
@@ -246,7 +271,9 @@ def render_shard(
     matches its sha256 (:func:`shard_problem`), return it untouched (the loop's resume path); a
     damaged one is re-rendered from the job into a temporary directory and swapped in
     atomically (``repaired`` says what was wrong). ``progress``: an optional callable invoked
-    once per finished image.
+    once per finished image. ``times``: a :class:`generator.timing.StageTimes` that receives
+    per-stage wall times (1 worker only: spawned workers' stages are not collected; the
+    shard's content does not depend on it).
     """
     check_job(job)
     out = Path(out)
@@ -261,10 +288,13 @@ def render_shard(
             )
         repaired = problem if existing_fingerprint(out) == fp else None
     t0 = time.perf_counter()
+    tm = times if times is not None else NO_TIMES
     with ShardWriter(out, job.manifest_info(), overwrite=overwrite or reuse) as writer:
-        for entry in _entries(job, writer.root, workers):
+        for entry in _entries(job, writer.root, workers, tm):
             writer.add(entry)
             if progress is not None:
                 progress(entry)
         n_ann = sum(len(e.annotations) for e in writer.entries.values())
+        t_fin = time.perf_counter()
+    tm.add("finalize", time.perf_counter() - t_fin)  # annotations.json, parquet, manifest, rename
     return RenderResult(out, fp, job.n, n_ann, time.perf_counter() - t0, repaired=repaired)

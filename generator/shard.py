@@ -36,6 +36,7 @@ from PIL import Image
 from generator import annotations as ann
 from generator import atomic, imagestats
 from generator.errors import ShardError
+from generator.timing import NO_TIMES, StageTimes
 
 FORMAT = "synthloop-shard/1"
 MIN_VISIBLE_PIXELS = 4
@@ -91,51 +92,64 @@ def _round(x: float, nd: int = 6) -> float:
 
 
 
-def _object_annotation(obj: ObjectRecord, image: np.ndarray) -> dict[str, Any]:
-    a: dict[str, Any] = {
-        "category_id": int(obj.category_id),
-        "segmentation": ann.encode_rle(obj.mask),
-        "area": float(obj.mask.sum()),
-        "bbox": ann.mask_bbox(obj.mask),
-        "iscrowd": 0,
-        "truncation": _round(obj.truncation),
-        "object_contrast": _round(imagestats.object_contrast(image, obj.mask)),
-        "stroke_width": _round(imagestats.stroke_width(obj.mask)),
-        "slant": _round(imagestats.slant(obj.mask)),
-        "attributes": atomic.jsonable(obj.attributes),
-    }
-    if obj.amodal_mask is not None:
-        a["amodal_segmentation"] = ann.encode_rle(obj.amodal_mask)
-        a["amodal_bbox"] = ann.mask_bbox(obj.amodal_mask)
-        a["visibility"] = _round(ann.visibility(obj.mask, obj.amodal_mask))
-    if obj.pose is not None:
-        a["pose"] = [[_round(v) for v in row] for row in np.asarray(obj.pose, dtype=float)]
+def _object_annotation(obj: ObjectRecord, image: np.ndarray, times: StageTimes = NO_TIMES) -> dict[str, Any]:
+    with times("stats"):
+        measured = {
+            "object_contrast": _round(imagestats.object_contrast(image, obj.mask)),
+            "stroke_width": _round(imagestats.stroke_width(obj.mask)),
+            "slant": _round(imagestats.slant(obj.mask)),
+        }
+    with times("annotate"):
+        a: dict[str, Any] = {
+            "category_id": int(obj.category_id),
+            "segmentation": ann.encode_rle(obj.mask),
+            "area": float(obj.mask.sum()),
+            "bbox": ann.mask_bbox(obj.mask),
+            "iscrowd": 0,
+            "truncation": _round(obj.truncation),
+            **measured,
+            "attributes": atomic.jsonable(obj.attributes),
+        }
+        if obj.amodal_mask is not None:
+            a["amodal_segmentation"] = ann.encode_rle(obj.amodal_mask)
+            a["amodal_bbox"] = ann.mask_bbox(obj.amodal_mask)
+            a["visibility"] = _round(ann.visibility(obj.mask, obj.amodal_mask))
+        if obj.pose is not None:
+            a["pose"] = [[_round(v) for v in row] for row in np.asarray(obj.pose, dtype=float)]
     return a
 
 
-def encode_image(record: ImageRecord, root: Path) -> ImageEntry:
-    """Write one image's files under ``root`` and return its COCO fragments."""
+def encode_image(record: ImageRecord, root: Path, times: StageTimes = NO_TIMES) -> ImageEntry:
+    """Write one image's files under ``root`` and return its COCO fragments (``times``: per-stage
+    wall time, see :mod:`generator.timing`)."""
     h, w = record.image.shape[:2]
     stem = f"{record.index:06d}"
     files: dict[str, str] = {}
-    _write_file(root, f"images/{stem}.png", _png_bytes(record.image), files)
+    pngs: list[tuple[str, np.ndarray]] = [(f"images/{stem}.png", record.image)]
     img: dict[str, Any] = {"file_name": f"images/{stem}.png", "width": w, "height": h}
     kept = [o for o in record.objects if int(o.mask.sum()) >= MIN_VISIBLE_PIXELS]
     if record.depth is not None:
-        _write_file(root, f"depth/{stem}.png", _png_bytes(ann.depth_to_png_mm(record.depth)), files)
+        with times("annotate"):
+            depth_mm = ann.depth_to_png_mm(record.depth)
+            sem = np.zeros((h, w), dtype=np.uint8)
+            for o in kept:
+                sem[o.mask] = o.category_id
+        pngs += [(f"depth/{stem}.png", depth_mm), (f"semantic/{stem}.png", sem)]
         img["depth_file"] = f"depth/{stem}.png"
-        sem = np.zeros((h, w), dtype=np.uint8)
-        for o in kept:
-            sem[o.mask] = o.category_id
-        _write_file(root, f"semantic/{stem}.png", _png_bytes(sem), files)
         img["semantic_file"] = f"semantic/{stem}.png"
+    for rel, array in pngs:
+        with times("png"):
+            data = _png_bytes(array)
+        with times("write"):
+            _write_file(root, rel, data, files)
     if record.intrinsics is not None:
         img["intrinsics"] = [[_round(v) for v in row] for row in np.asarray(record.intrinsics)]
-    stats = imagestats.image_stats(record.image)
+    with times("stats"):
+        stats = imagestats.image_stats(record.image)
     img["conditions"] = atomic.jsonable(record.conditions)
     img["stats"] = atomic.jsonable(stats)
     img["hidden_objects"] = int(record.hidden_objects + len(record.objects) - len(kept))
-    anns = [_object_annotation(o, record.image) for o in kept]
+    anns = [_object_annotation(o, record.image, times) for o in kept]
     return ImageEntry(index=record.index, image=img, annotations=anns, files=files)
 
 

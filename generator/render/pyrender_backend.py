@@ -19,6 +19,7 @@ import numpy as np
 
 from generator.errors import RenderError
 from generator.render import RenderOutput, SceneObject, SceneSpec, possibly_occluded
+from generator.timing import NO_TIMES, StageTimes
 
 
 def _import_pyrender() -> Any:
@@ -54,9 +55,9 @@ def _mesh(pyrender: Any, obj: SceneObject) -> Any:
 
 
 class PyrenderRenderer:
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, times: StageTimes = NO_TIMES) -> None:
         self.pyrender = _import_pyrender()
-        self.width, self.height = width, height
+        self.width, self.height, self.times = width, height, times
         try:
             self._r = self.pyrender.OffscreenRenderer(width, height)
         except Exception as exc:
@@ -85,22 +86,28 @@ class PyrenderRenderer:
             raise RenderError(
                 f"camera size {spec.camera.width}x{spec.camera.height} != renderer size {self.width}x{self.height}"
             )
-        pr = self.pyrender
-        scene, nodes = self._scene(spec)
-        color, depth = self._r.render(scene)
-        seg_map = {
-            n: (i + 1, 0, 0) for i, (n, o) in enumerate(zip(nodes, spec.objects, strict=True)) if o.role != "background"
-        }
-        seg, _ = self._r.render(scene, flags=pr.RenderFlags.SEG, seg_node_map=seg_map)
-        instance = seg[..., 0].astype(np.int32)
+        pr, times = self.pyrender, self.times
+        with times("gl_scene"):
+            scene, nodes = self._scene(spec)
+        with times("gl_colour_depth"):  # includes uploading the scene's meshes and textures
+            color, depth = self._r.render(scene)
+        with times("gl_seg"):
+            seg_map = {
+                n: (i + 1, 0, 0)
+                for i, (n, o) in enumerate(zip(nodes, spec.objects, strict=True))
+                if o.role != "background"
+            }
+            seg, _ = self._r.render(scene, flags=pr.RenderFlags.SEG, seg_node_map=seg_map)
+            instance = seg[..., 0].astype(np.int32)
         masks: dict[int, np.ndarray] = {}
         if amodal:  # objects nothing overlaps: amodal == visible, filled in by the caller
-            for i in sorted(possibly_occluded(spec)):
-                for j, n in enumerate(nodes):
-                    n.mesh.is_visible = j == i
-                masks[i] = self._r.render(scene, flags=pr.RenderFlags.DEPTH_ONLY) > 0
-            for n in nodes:
-                n.mesh.is_visible = True
+            with times("gl_amodal"):
+                for i in sorted(possibly_occluded(spec)):
+                    for j, n in enumerate(nodes):
+                        n.mesh.is_visible = j == i
+                    masks[i] = self._r.render(scene, flags=pr.RenderFlags.DEPTH_ONLY) > 0
+                for n in nodes:
+                    n.mesh.is_visible = True
         return RenderOutput(
             color=np.ascontiguousarray(color[..., :3]), depth=depth.astype(np.float32), instance=instance, amodal=masks
         )
