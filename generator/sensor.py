@@ -28,6 +28,8 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
 
 
 def apply(color: np.ndarray, values: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    # in place on one float64 buffer; the same operations, in the same order, as
+    # blur -> motion -> `img * 2**exposure` -> `img + rng.normal(0, s, shape)` -> `clip ** gamma`
     img = color.astype(np.float64) / 255.0
     sigma = float(values.get("sensor.blur", 0.0))
     if sigma > 0.05:
@@ -35,13 +37,21 @@ def apply(color: np.ndarray, values: dict[str, Any], rng: np.random.Generator) -
     length = float(values.get("sensor.motion_blur", 0.0))
     if length >= 1.0:
         k = motion_kernel(length, float(rng.uniform(0, 180)))
-        img = np.stack([ndimage.convolve(img[..., c], k, mode="nearest") for c in range(3)], axis=-1)
-    img = img * 2.0 ** float(values.get("sensor.exposure", 0.0))
+        planes = np.ascontiguousarray(np.moveaxis(img, -1, 0))  # one contiguous plane per channel
+        for c in range(3):
+            img[..., c] = ndimage.convolve(planes[c], k, mode="nearest")
+    img *= 2.0 ** float(values.get("sensor.exposure", 0.0))
     noise = float(values.get("sensor.noise", 0.0))
     if noise > 0:
-        img = img + rng.normal(0.0, noise / 255.0, img.shape)
-    img = np.clip(img, 0.0, 1.0) ** float(values.get("sensor.gamma", 1.0))
-    out = (img * 255.0 + 0.5).astype(np.uint8)
+        # Generator.normal(0, s) draws 0 + s * standard_normal from the same stream
+        z = rng.standard_normal(img.shape)
+        z *= noise / 255.0
+        img += z
+    np.clip(img, 0.0, 1.0, out=img)
+    img **= float(values.get("sensor.gamma", 1.0))  # `**=` keeps `**`'s special cases (0.5, 2, ...)
+    img *= 255.0
+    img += 0.5
+    out = img.astype(np.uint8)
     quality = int(values.get("sensor.jpeg_quality", 100))
     if quality < 100:
         buf = io.BytesIO()

@@ -92,10 +92,12 @@ def _round(x: float, nd: int = 6) -> float:
 
 
 
-def _object_annotation(obj: ObjectRecord, image: np.ndarray, times: StageTimes = NO_TIMES) -> dict[str, Any]:
+def _object_annotation(
+    obj: ObjectRecord, image: np.ndarray, times: StageTimes = NO_TIMES, grey: np.ndarray | None = None
+) -> dict[str, Any]:
     with times("stats"):
         measured = {
-            "object_contrast": _round(imagestats.object_contrast(image, obj.mask)),
+            "object_contrast": _round(imagestats.object_contrast(image, obj.mask, grey)),
             "stroke_width": _round(imagestats.stroke_width(obj.mask)),
             "slant": _round(imagestats.slant(obj.mask)),
         }
@@ -145,11 +147,12 @@ def encode_image(record: ImageRecord, root: Path, times: StageTimes = NO_TIMES) 
     if record.intrinsics is not None:
         img["intrinsics"] = [[_round(v) for v in row] for row in np.asarray(record.intrinsics)]
     with times("stats"):
-        stats = imagestats.image_stats(record.image)
+        grey = imagestats.grey(record.image)  # once for the image's and every object's statistics
+        stats = imagestats.image_stats(record.image, grey)
     img["conditions"] = atomic.jsonable(record.conditions)
     img["stats"] = atomic.jsonable(stats)
     img["hidden_objects"] = int(record.hidden_objects + len(record.objects) - len(kept))
-    anns = [_object_annotation(o, record.image, times) for o in kept]
+    anns = [_object_annotation(o, record.image, times, grey) for o in kept]
     return ImageEntry(index=record.index, image=img, annotations=anns, files=files)
 
 
