@@ -54,8 +54,39 @@ def _mesh(pyrender: Any, obj: SceneObject) -> Any:
     return pyrender.Mesh.from_trimesh(tm, material=mat, smooth=False)
 
 
+def _lean_reader(renderer: Any, what: str) -> Any:
+    """A stand-in for pyrender's ``Renderer._read_main_framebuffer`` that resolves and reads
+    only what the pass's caller uses, with the same GL calls pyrender makes for it:
+    ``what="seg"``: the colour buffer's first channel (uint8 instance ids; pyrender also blits,
+    reads and linearises depth, which the SEG pass's caller drops); ``what="mask"``: the depth
+    buffer's covered pixels (``depth != 1``, exactly where pyrender's linear depth is > 0; it
+    also resolves the colour buffer, which a DEPTH_ONLY pass does not return)."""
+    from OpenGL import GL
+
+    def read(scene: Any, flags: Any) -> Any:
+        width, height = renderer._main_fb_dims
+        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, renderer._main_fb_ms)
+        GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, renderer._main_fb)
+        if what == "seg":
+            GL.glBlitFramebuffer(0, 0, width, height, 0, 0, width, height, GL.GL_COLOR_BUFFER_BIT, GL.GL_LINEAR)
+            GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, renderer._main_fb)
+            buf = GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
+            return np.frombuffer(buf, dtype=np.uint8).reshape((height, width, 3))[::-1, :, 0]
+        GL.glBlitFramebuffer(0, 0, width, height, 0, 0, width, height, GL.GL_DEPTH_BUFFER_BIT, GL.GL_NEAREST)
+        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, renderer._main_fb)
+        buf = GL.glReadPixels(0, 0, width, height, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT)
+        return np.frombuffer(buf, dtype=np.float32).reshape((height, width))[::-1] != 1.0
+
+    return read
+
+
 class PyrenderRenderer:
-    def __init__(self, width: int, height: int, times: StageTimes = NO_TIMES) -> None:
+    """``lean_reads``: SEG and DEPTH_ONLY passes read back only the buffer their caller uses
+    (:func:`_lean_reader`; the same masks, checked against the plain pyrender path in
+    tests/test_render_pipeline_fast.py); off, or when this pyrender lacks the internals it
+    relies on, every pass goes through pyrender's own read-back."""
+
+    def __init__(self, width: int, height: int, times: StageTimes = NO_TIMES, lean_reads: bool = True) -> None:
         self.pyrender = _import_pyrender()
         self.width, self.height, self.times = width, height, times
         try:
@@ -66,6 +97,22 @@ class PyrenderRenderer:
                 "check that Mesa's EGL (CPU) or the NVIDIA driver (GPU) is installed and that "
                 "PYOPENGL_PLATFORM=egl is set before anything imports OpenGL"
             ) from exc
+        inner = getattr(self._r, "_renderer", None)
+        self._lean = lean_reads and all(
+            hasattr(inner, a) for a in ("_read_main_framebuffer", "_main_fb", "_main_fb_ms", "_main_fb_dims")
+        )
+
+    def _pass(self, scene: Any, flags: Any, what: str, seg_node_map: Any = None) -> np.ndarray:
+        """One SEG (``what="seg"``: uint8 ids) or DEPTH_ONLY (``what="mask"``: bool) pass."""
+        if not self._lean:
+            out = self._r.render(scene, flags=flags, seg_node_map=seg_node_map)
+            return out[0][..., 0] if what == "seg" else out > 0
+        inner = self._r._renderer
+        inner._read_main_framebuffer = _lean_reader(inner, what)  # instance attribute, this pass only
+        try:
+            return np.asarray(self._r.render(scene, flags=flags, seg_node_map=seg_node_map))
+        finally:
+            del inner._read_main_framebuffer
 
     def _scene(self, spec: SceneSpec) -> tuple[Any, list[Any]]:
         pr = self.pyrender
@@ -97,15 +144,14 @@ class PyrenderRenderer:
                 for i, (n, o) in enumerate(zip(nodes, spec.objects, strict=True))
                 if o.role != "background"
             }
-            seg, _ = self._r.render(scene, flags=pr.RenderFlags.SEG, seg_node_map=seg_map)
-            instance = seg[..., 0].astype(np.int32)
+            instance = self._pass(scene, pr.RenderFlags.SEG, "seg", seg_map).astype(np.int32)
         masks: dict[int, np.ndarray] = {}
         if amodal:  # objects nothing overlaps: amodal == visible, filled in by the caller
             with times("gl_amodal"):
                 for i in sorted(possibly_occluded(spec)):
                     for j, n in enumerate(nodes):
                         n.mesh.is_visible = j == i
-                    masks[i] = self._r.render(scene, flags=pr.RenderFlags.DEPTH_ONLY) > 0
+                    masks[i] = self._pass(scene, pr.RenderFlags.DEPTH_ONLY, "mask")
                 for n in nodes:
                     n.mesh.is_visible = True
         return RenderOutput(
