@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml requirements.lock | sysdeps
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
-# the closed loop on the embedded defaults (flows/settings.py), warm-started from the committed
+# the closed loop on the embedded defaults (flows/orchestration/settings.py), warm-started from the committed
 # base model (trainer/base_models/digits): 3 iterations on 2 CPU cores, Prefect's temporary
 # server, MLflow in runs/mlflow.db; a second `make demo` resumes (no work).
 demo: $(STAMP)

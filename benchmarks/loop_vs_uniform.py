@@ -47,7 +47,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
-from flows.loop import IterationRecord, LoopConfig, run_loop
+from flows.loop.run import run_loop
+from flows.loop.state import IterationRecord, LoopConfig
 from generator import atomic
 
 ARMS = {"U": "uniform", "C": "calibrated", "L": "mixture"}
@@ -351,7 +352,7 @@ def replay_shard(choice: str, base: Path, work: Path) -> Path | None:
         return None
     if choice != "base":
         return Path(choice)
-    from flows.base_model import BaseRecipe, read_recipe
+    from flows.loop.base_model import BaseRecipe, read_recipe
     from generator.pipeline import render_shard
 
     return render_shard(BaseRecipe(**read_recipe(base)["recipe"]).render_job(), work / "base-data", reuse=True).path
@@ -417,8 +418,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.base_model import base_model_path
-    from flows.loop import prepare_real
+    from flows.loop.base_model import base_model_path
+    from flows.loop.steps import prepare_real
 
     args = parse_args(argv)
     p = PRESETS[args.preset]

@@ -4,7 +4,7 @@ plain library calls. Target (issue "The loop as a product"): flow − library <=
 For each ``--shards N`` the same settings run twice, each in a fresh Python process and a fresh
 work directory, sharing one real set built first (its build is not timed):
 
-- **library**: ``flows.loop.run_loop(cfg)``: the iteration's N shards rendered one after the
+- **library**: ``flows.loop.run.run_loop(cfg)``: the iteration's N shards rendered one after the
   other in this process, then train, evaluate on real-val, policy; no Prefect, no MLflow.
 - **flow**: ``with prefect_api(): closed_loop(settings)``, as ``synthloop run`` does it: a
   temporary Prefect server (no ``PREFECT_API_URL``), the N render tasks in the flow's process
@@ -98,8 +98,8 @@ def history_summary(work: Path) -> dict[str, Any]:
 
 
 def run_library(settings: dict[str, Any]) -> dict[str, Any]:
-    from flows.loop import run_loop
-    from flows.settings import LoopSettings
+    from flows.loop.run import run_loop
+    from flows.orchestration.settings import LoopSettings
 
     cfg = LoopSettings.build(settings).loop_config()
     t0 = time.perf_counter()
@@ -108,9 +108,10 @@ def run_library(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_flow(settings: dict[str, Any]) -> dict[str, Any]:
-    from flows import closed_loop as cl
-    from flows import publish, tracking
-    from flows.settings import LoopSettings
+    from flows.orchestration import closed_loop as cl
+    from flows.orchestration import publish
+    from flows.orchestration.settings import LoopSettings
+    from flows.tracking import runs as tracking
 
     tracked: dict[str, float] = {}
     published: dict[str, float] = {}
@@ -182,7 +183,7 @@ def compare(library: dict[str, Any], flow: dict[str, Any], shards: int) -> dict[
 
 
 def build_real(work: Path, settings: dict[str, Any]) -> tuple[Path, float]:
-    from flows.settings import LoopSettings
+    from flows.orchestration.settings import LoopSettings
     from generator.real.build import build_real_set
 
     real = work / "real"

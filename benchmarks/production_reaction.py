@@ -13,7 +13,7 @@ without the production window, at the same budget and seed.
 4. **Three arms**, each a copy of the loop grown by ``--extra`` iterations (default 2) with the same
    settings and seeds: ``with`` merges the window into every report its policy reads
    (``production=WINDOW``; a mixture loop also re-fits its base to the window's frames,
-   :mod:`flows.drift_calibration`), ``with-tilt-only`` the same without that re-fit (the
+   :mod:`flows.loop.drift`), ``with-tilt-only`` the same without that re-fit (the
    ablation), ``without`` does not see the window. The first extra iteration renders what the
    loop had already decided (identical in both arms: the ``with`` arm reuses the ``without``
    arm's shard and model by fingerprint); its decision is the first the window steers, so the
@@ -51,7 +51,8 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before anything can import 
 
 import numpy as np
 
-from flows.loop import LoopConfig, run_loop
+from flows.loop.run import run_loop
+from flows.loop.state import LoopConfig
 from generator import atomic
 from generator.errors import ConfigError
 
@@ -92,7 +93,7 @@ def champion(args: argparse.Namespace, preset: dict[str, Any]) -> LoopConfig:
     else:
         loop = dict(preset["loop"])
         if loop.get("init_model") == "base":  # the committed warm start of the scenario
-            from flows.base_model import base_model_path
+            from flows.loop.base_model import base_model_path
 
             loop["init_model"] = str(base_model_path(loop.get("scenario", "digits")))
         cfg = LoopConfig(workdir=str(args.work / "champion"), seed=args.seed, **loop)
@@ -140,8 +141,8 @@ def freeze(args: argparse.Namespace, cfg: LoopConfig, log: Path) -> Path:
     )
     from evaluator.production.frozen import freeze_window
     from evaluator.production.merge import load_val_report
-    from flows.loop import loop_shards
-    from flows.loop_state import LoopHistory
+    from flows.loop.run import loop_shards
+    from flows.loop.state import LoopHistory
     from generator.scenario import load_scenario
 
     sc = load_scenario(cfg.scenario)

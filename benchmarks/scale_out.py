@@ -65,8 +65,9 @@ def shard_set(args: argparse.Namespace, kind: str, workers: int) -> dict[str, An
     """Render the shard set through the loop's render task on one runner; wall time and counts."""
     from prefect import flow
 
-    from flows import closed_loop, loop
-    from flows.settings import LoopSettings
+    from flows.loop import steps as loop
+    from flows.orchestration import closed_loop
+    from flows.orchestration.settings import LoopSettings
 
     work = args.work / f"set-{kind}-{workers}"
     shutil.rmtree(work, ignore_errors=True)
@@ -97,8 +98,8 @@ def shard_set(args: argparse.Namespace, kind: str, workers: int) -> dict[str, An
 
 
 def loop_iteration(args: argparse.Namespace, executor: str, real: Path) -> dict[str, Any]:
-    from flows.closed_loop import loop_flow
-    from flows.settings import LoopSettings
+    from flows.orchestration.closed_loop import loop_flow
+    from flows.orchestration.settings import LoopSettings
 
     work = args.work / f"loop-{executor}"
     shutil.rmtree(work, ignore_errors=True)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work = args.work.absolute()
     args.work.mkdir(parents=True, exist_ok=True)
 
-    from flows.closed_loop import prefect_api
+    from flows.orchestration.closed_loop import prefect_api
 
     result: dict[str, Any] = {
         "benchmark": "scale_out", "date": datetime.now(UTC).isoformat(timespec="seconds"),

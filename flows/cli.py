@@ -6,7 +6,7 @@ Each subcommand lives in :mod:`flows.commands.<module>` with ``add_parser(subpar
 stays fast.
 User errors (:class:`generator.errors.SynthloopError`) print one line and exit 2; a failing disk
 exits 74; Ctrl-C / SIGTERM stop everything the command started and exit 130 / 143
-(:mod:`flows.process_guard`, which also stops it all if the command is SIGKILLed).
+(:mod:`flows.loop.process_guard`, which also stops it all if the command is SIGKILLed).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from flows import process_guard
+    from flows.loop import process_guard
 
     try:
         with process_guard.guard():  # Ctrl-C, SIGTERM or its death stop all it started
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def exit_code(exc: BaseException) -> int:
     """The exit status (and one stderr line) for what a subcommand raised; re-raises the rest."""
-    from flows import process_guard
+    from flows.loop import process_guard
 
     sig = process_guard.received()
     if sig is not None or isinstance(exc, KeyboardInterrupt):

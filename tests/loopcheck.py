@@ -79,9 +79,9 @@ _TOKENS: dict[int, str] = {}  # pid of a started command -> the process-tree tok
 
 def start_group(cmd: list[str], *, env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in a new process group (stdout + stderr appended to ``log``), tagged with a
-    process-tree token (:mod:`flows.process_guard`) so that :func:`left_running` also finds what
+    process-tree token (:mod:`flows.loop.process_guard`) so that :func:`left_running` also finds what
     it started outside its group (the temporary Prefect server runs in a session of its own)."""
-    from flows.process_guard import TREE_ENV
+    from flows.loop.process_guard import TREE_ENV
 
     cwd.mkdir(parents=True, exist_ok=True)
     token = f"test-{uuid.uuid4().hex[:12]}"
@@ -94,7 +94,7 @@ def start_group(cmd: list[str], *, env: Mapping[str, str], cwd: Path, log: Path)
 
 def left_running(proc: subprocess.Popen[bytes]) -> list[int]:
     """Live processes of ``proc``'s group or of its process tree (wherever they moved to)."""
-    from flows.process_guard import tree_pids
+    from flows.loop.process_guard import tree_pids
 
     return sorted(set(servers.group_pids(proc.pid)) | set(tree_pids(_TOKENS[proc.pid])))
 

@@ -289,7 +289,7 @@ def postgres_databases(*names: str) -> Iterator[dict[str, str]]:
             raise ValueError(f"postgres_databases: {name!r} is not a plain lower-case database name")
     made: list[str] = []
     try:
-        from flows.stores import create_database
+        from flows.orchestration.stores import create_database
 
         for name in names:
             create_database("test database", f"{POSTGRES}/{name}")
@@ -302,7 +302,7 @@ def postgres_databases(*names: str) -> Iterator[dict[str, str]]:
 
 def drop_database(name: str) -> None:
     """Drop database ``name`` on 127.0.0.1:5432 if it exists, closing any connection left to it."""
-    from flows.stores import drop_database
+    from flows.orchestration.stores import drop_database
 
     drop_database("test database", f"{POSTGRES}/{name}")
 

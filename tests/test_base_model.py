@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.base_model import RECIPE_FORMAT, BaseRecipe, base_model_path, build_base_model, read_recipe
+from flows.loop.base_model import RECIPE_FORMAT, BaseRecipe, base_model_path, build_base_model, read_recipe
 from generator.errors import ConfigError
 from generator.scenario import load_scenario
 from generator.shard import sha256_file

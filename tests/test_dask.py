@@ -1,4 +1,4 @@
-"""The loop's render tasks on Dask (``executor: dask``, flows/executor.py), on loopback.
+"""The loop's render tasks on Dask (``executor: dask``, flows/orchestration/executor.py), on loopback.
 
 A real cluster, started here like a user starts one: ``dask scheduler`` and two ``dask worker
 --nthreads 1`` processes (one with ``--resources GPU=1``), each in its own process group and
@@ -30,7 +30,7 @@ import pytest
 import servers
 from test_flow import prefect, settings  # noqa: F401  (module fixtures, reused)
 
-from flows import loop
+from flows.loop import steps as loop
 from generator.errors import ConfigError
 
 BIN = Path(sys.executable).parent
@@ -128,7 +128,7 @@ def leftovers(work: Path) -> list[str]:
     ({"executor": "dask", "dask_gpu": True}, "loop.dask_gpu: needs dask_address"),
 ])
 def test_bad_executor_settings_are_one_line(tmp_path: Path, over: dict[str, Any], words: str) -> None:
-    from flows.settings import LoopSettings
+    from flows.orchestration.settings import LoopSettings
 
     with pytest.raises(ConfigError) as err:
         LoopSettings.build({"workdir": str(tmp_path / "loop"), "backend": "fake", **over}).loop_config()
@@ -136,7 +136,7 @@ def test_bad_executor_settings_are_one_line(tmp_path: Path, over: dict[str, Any]
     assert not (tmp_path / "loop").exists()
 
 
-@pytest.mark.slow  # the connection attempt times out (flows.executor.CONNECT_TIMEOUT_S)
+@pytest.mark.slow  # the connection attempt times out (flows.orchestration.executor.CONNECT_TIMEOUT_S)
 def test_an_unreachable_scheduler_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
     work = tmp_path / "loop"
     code, err = synthloop("run", "--workdir", str(work), "--set", "backend=fake", "--executor", "dask",
@@ -154,7 +154,7 @@ def test_dask_renders_the_process_runners_shards_on_gpu_workers_only(
         prefect: None, real: Path, cluster: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
     from test_render_egl import assert_same_render
 
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
     from generator.params import load_params
     from generator.pipeline import render_shard, shard_problem
 
@@ -187,7 +187,7 @@ def test_a_worker_killed_mid_render_costs_a_retry_not_the_loop(
         prefect: None, real: Path, cluster: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
     import distributed
 
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
     from generator.params import load_params
     from generator.pipeline import shard_problem
 

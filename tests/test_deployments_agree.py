@@ -1,5 +1,5 @@
 """The deployments are written twice, for two ways of running them: ``synthloop serve``
-(deployments/serve.py, no work pool) and ``prefect deploy`` (deployments/prefect.yaml, a process
+(flows/orchestration/deploy.py, no work pool) and ``prefect deploy`` (deployments/prefect.yaml, a process
 work pool and a worker). They must be the same deployments: same flow, name, tags and schedule,
 and the YAML's parameters set what serve.py sets beyond the settings' defaults (they had
 drifted: the YAML's scheduled loop lacked the unattended ``wait_for_loop_s``)."""
@@ -41,36 +41,36 @@ def _yaml_schedule(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _served() -> dict[tuple[str, str], Any]:
-    from deployments.serve import deployments, monitor_deployment
-    from flows.monitor_settings import MonitorSettings
-    from flows.settings import LoopSettings
+    from flows.orchestration.deploy import deployments, monitor_deployment
+    from flows.orchestration.monitor_settings import MonitorSettings
+    from flows.orchestration.settings import LoopSettings
 
     doc = yaml.safe_load(YAML.read_text(encoding="utf-8"))
     by_entry = {(d["entrypoint"], d["name"]): d for d in doc["deployments"]}
-    loop_yaml = by_entry[("flows/closed_loop.py:closed_loop", "scheduled")]["parameters"]["settings"]
-    manual_yaml = by_entry[("flows/closed_loop.py:closed_loop", "manual")]["parameters"]["settings"]
-    mon_yaml = by_entry[("flows/monitor.py:production_monitor", "scheduled")]["parameters"]["settings"]
+    loop_yaml = by_entry[("flows/orchestration/closed_loop.py:closed_loop", "scheduled")]["parameters"]["settings"]
+    manual_yaml = by_entry[("flows/orchestration/closed_loop.py:closed_loop", "manual")]["parameters"]["settings"]
+    mon_yaml = by_entry[("flows/orchestration/monitor.py:production_monitor", "scheduled")]["parameters"]["settings"]
     scheduled, _ = deployments(LoopSettings(workdir=loop_yaml["workdir"]))
     _, manual = deployments(LoopSettings(workdir=manual_yaml["workdir"]))
     monitor = monitor_deployment(MonitorSettings.build({k: v for k, v in mon_yaml.items() if k != "loop"}),
                                  LoopSettings(**mon_yaml.get("loop", {})))
-    return {("flows/closed_loop.py:closed_loop", "scheduled"): scheduled,
-            ("flows/closed_loop.py:closed_loop", "manual"): manual,
-            ("flows/monitor.py:production_monitor", "scheduled"): monitor}
+    return {("flows/orchestration/closed_loop.py:closed_loop", "scheduled"): scheduled,
+            ("flows/orchestration/closed_loop.py:closed_loop", "manual"): manual,
+            ("flows/orchestration/monitor.py:production_monitor", "scheduled"): monitor}
 
 
 def test_prefect_yaml_states_the_deployments_synthloop_serve_serves(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.monitor_settings import MonitorSettings
-    from flows.settings import LoopSettings
+    from flows.orchestration.monitor_settings import MonitorSettings
+    from flows.orchestration.settings import LoopSettings
 
     monkeypatch.chdir(tmp_path)  # the YAML's relative paths: the monitor checks its log exists
     (tmp_path / "runs" / "production" / "log").mkdir(parents=True)
     doc = yaml.safe_load(YAML.read_text(encoding="utf-8"))
     served = _served()
     assert sorted((d["entrypoint"], d["name"]) for d in doc["deployments"]) == sorted(served)
-    defaults = {"flows/closed_loop.py:closed_loop": LoopSettings().model_dump(mode="json"),
-                "flows/monitor.py:production_monitor":
+    defaults = {"flows/orchestration/closed_loop.py:closed_loop": LoopSettings().model_dump(mode="json"),
+                "flows/orchestration/monitor.py:production_monitor":
                     MonitorSettings.build({"log": "runs/production/log"}).model_dump(mode="json")}
     for d in doc["deployments"]:
         key = (d["entrypoint"], d["name"])

@@ -1,4 +1,4 @@
-"""Your own detector in the loop (flows/external.py): an external train and predict command.
+"""Your own detector in the loop (flows/loop/external.py): an external train and predict command.
 
 The detector is tests/external_detector/ (GridNet, a tiny grid box regressor sharing no code
 with trainer/), driven through its command-line contract; the loop runs on the fake renderer,
@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from flows import external
-from flows.loop import LoopConfig, evaluate_step, run_loop
+from flows.loop import external
+from flows.loop.run import run_loop
+from flows.loop.state import LoopConfig
+from flows.loop.steps import evaluate_step
 from generator.errors import ConfigError
 from generator.real.build import build_real_set
 from generator.shard import sha256_file
@@ -84,7 +86,7 @@ def test_two_iterations_with_an_external_detector(tmp_path: Path, real: Path) ->
     assert test.path == work / "iter_1" / "report-test" and test.report["final_report"] is True
     assert (work / "iter_1" / "external" / "predict-real-test.json").is_file()
     # the flow's Prefect markdown names an external model by its hash
-    from flows.publish import iteration_markdown
+    from flows.orchestration.publish import iteration_markdown
 
     md = iteration_markdown(cfg, h.entries[1], "run-link", {"model_id": None, "version": None, "champion": False,
                                                            "sha256": hashes[1], "model_uri": "runs:/r/external_model"})
@@ -167,16 +169,10 @@ def test_default_loop_has_no_external_settings() -> None:
 
 
 def test_mlflow_logs_an_external_model_as_artifacts_with_its_hash(tmp_path: Path) -> None:
-    """What the Prefect flow's track task logs for an external model (flows.tracking_model.log_model
+    """What the Prefect flow's track task logs for an external model (flows.tracking.model.log_model
     with external_sha256): the directory's files as run artifacts and its hash as a tag."""
-    from flows.tracking import (
-        Tracking,
-        client,
-        default_tracking_uri,
-        open_iteration_run,
-        open_loop_run,
-    )
-    from flows.tracking_model import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256, log_model
+    from flows.tracking.model import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256, log_model
+    from flows.tracking.runs import Tracking, client, default_tracking_uri, open_iteration_run, open_loop_run
 
     model = tmp_path / "model"
     model.mkdir()
@@ -232,9 +228,9 @@ def test_the_prefect_flow_drives_the_external_detector(tmp_path: Path, real: Pat
     from prefect.settings import PREFECT_HOME, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.closed_loop import closed_loop
-    from flows.settings import LoopSettings
-    from flows.tracking_model import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256
+    from flows.orchestration.closed_loop import closed_loop
+    from flows.orchestration.settings import LoopSettings
+    from flows.tracking.model import EXTERNAL_ARTIFACTS, TAG_MODEL_SHA256
 
     s = LoopSettings.build({
         "workdir": str(tmp_path / "loop"), "real_dir": str(real), "iterations": 2, "images_per_iteration": 6,

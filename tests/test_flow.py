@@ -1,4 +1,4 @@
-"""The closed-loop Prefect flow (flows/closed_loop.py) on a temporary Prefect server with a
+"""The closed-loop Prefect flow (flows/orchestration/closed_loop.py) on a temporary Prefect server with a
 local SQLite MLflow store: fake renderer, 64² images, a couple of training steps.
 
 What a user relies on: a run leaves the loop's files, its MLflow lineage and its Prefect
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from flows.loop_state import LoopHistory
-from flows.settings import LoopSettings
+from flows.loop.state import LoopHistory
+from flows.orchestration.settings import LoopSettings
 from generator.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def mlflow_state(s: LoopSettings) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def loop_run(prefect: None, real: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
 
     work = tmp_path_factory.mktemp("flow")
     s = settings(work, real)
@@ -82,7 +82,7 @@ def test_flow_publishes_prefect_artifacts(loop_run: dict[str, Any]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.publish import artifact_key
+    from flows.orchestration.publish import artifact_key
 
     cfg = loop_run["settings"].loop_config()
     keys = [artifact_key(cfg, s) for s in ("iter-0", "iter-1", "iter-1-changes", "progress")]
@@ -96,7 +96,7 @@ def test_flow_publishes_prefect_artifacts(loop_run: dict[str, Any]) -> None:
 
 
 def test_running_the_same_loop_again_duplicates_nothing(loop_run: dict[str, Any]) -> None:
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
 
     s = loop_run["settings"]
     manifest = Path(s.workdir) / "iter_1" / "shard-1" / "manifest.json"
@@ -112,11 +112,11 @@ def test_a_busy_loop_is_refused_by_the_flow_and_left_alone(loop_run: dict[str, A
     import subprocess
     import sys
 
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
     from generator.errors import BusyError
 
     s = loop_run["settings"]
-    hold = "import sys, time; from flows.workdir_lock import hold\nwith hold(sys.argv[1]):\n" \
+    hold = "import sys, time; from flows.loop.lock import hold\nwith hold(sys.argv[1]):\n" \
            "    print('held', flush=True); time.sleep(120)"
     proc = subprocess.Popen([sys.executable, "-c", hold, s.workdir], stdout=subprocess.PIPE, text=True)
     try:
@@ -133,7 +133,7 @@ def test_a_busy_loop_is_refused_by_the_flow_and_left_alone(loop_run: dict[str, A
 def test_add_iterations_grows_a_finished_loop(loop_run: dict[str, Any], tmp_path: Path) -> None:
     import shutil
 
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
 
     s = loop_run["settings"]
     work = tmp_path / "copy"
@@ -169,7 +169,7 @@ def test_resume_repairs_a_corrupted_finished_shard_in_the_flow(loop_run: dict[st
     tracks nothing twice."""
     import shutil
 
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
     from generator.shard import Shard
 
     s = loop_run["settings"]
@@ -197,7 +197,7 @@ def test_resume_inside_an_iteration_rerenders_a_corrupt_cached_shard_in_the_flow
     shard fingerprint must not stand in for the shard; it is re-rendered (same bytes) and noted."""
     import shutil
 
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
 
     s = loop_run["settings"]
     work = tmp_path / "copy"
@@ -225,8 +225,8 @@ def test_a_failed_disk_write_marks_the_parent_run_failed_and_the_loop_resumes_on
     import torch
     from mlflow import MlflowClient
 
-    from flows.closed_loop import closed_loop
-    from flows.tracking import TAG_KIND
+    from flows.orchestration.closed_loop import closed_loop
+    from flows.tracking.runs import TAG_KIND
 
     s = settings(tmp_path, real, experiment="flow-full-disk", model_name="flow-full-disk")
     save = torch.save

@@ -1,4 +1,4 @@
-"""Lineage walk (flows/lineage.py) and ``synthloop lineage`` over the session's tracked tiny loop
+"""Lineage walk (flows/tracking/lineage.py) and ``synthloop lineage`` over the session's tracked tiny loop
 (built by test_tracking.tracked: 2 iterations, planted metrics 0.3 then 0.5, so the champion is
 iteration 1's model, version 2)."""
 
@@ -21,7 +21,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Tracked:
 
 @pytest.mark.slow
 def test_walks_from_the_champion_alias_back_to_iteration_0(loop: Tracked) -> None:
-    from flows.lineage import lineage
+    from flows.tracking.lineage import lineage
     from generator.shard import Shard
 
     chain = lineage(loop.t.uri, f"models:/{loop.t.model_name}@champion")
@@ -44,7 +44,7 @@ def test_walks_from_the_champion_alias_back_to_iteration_0(loop: Tracked) -> Non
 
 @pytest.mark.slow
 def test_version_and_loop_run_refs_resolve_to_their_iteration(loop: Tracked) -> None:
-    from flows.lineage import lineage
+    from flows.tracking.lineage import lineage
 
     assert [e["iteration"] for e in lineage(loop.t.uri, f"models:/{loop.t.model_name}/1")] == [0]
     assert [e["run_id"] for e in lineage(loop.t.uri, loop.parent)] == [loop.runs[1], loop.runs[0]]
@@ -53,7 +53,7 @@ def test_version_and_loop_run_refs_resolve_to_their_iteration(loop: Tracked) -> 
 
 @pytest.mark.slow
 def test_format_shows_model_shards_report_previous_model(loop: Tracked) -> None:
-    from flows.lineage import format_lineage, lineage
+    from flows.tracking.lineage import format_lineage, lineage
 
     text = format_lineage(lineage(loop.t.uri, f"models:/{loop.t.model_name}@champion"))
     lines = text.splitlines()
@@ -93,7 +93,7 @@ def test_cli_missing_store_is_an_error_and_creates_nothing(tmp_path: Path, monke
 
 
 def test_params_summary_reads_the_gen_params() -> None:
-    from flows.lineage import params_summary
+    from flows.tracking.lineage import params_summary
 
     p = {"gen.uniform_share": "0.3", "gen.camera.distance.kind": "truncnormal", "gen.camera.distance.center": "7.5",
          "gen.camera.distance.width": "1.2", "gen.digit.font.kind": "categorical",
@@ -101,5 +101,5 @@ def test_params_summary_reads_the_gen_params() -> None:
     assert params_summary(p) == ("uniform_share 0.3; camera.distance truncnormal(centre 7.5, width 1.2); "
                                  "digit.font categorical(stix 3.00, cm-sans 1.00, dejavu-sans 0.50)")
     with pytest.raises(ConfigError):
-        from flows.lineage import resolve_ref
+        from flows.tracking.lineage import resolve_ref
         resolve_ref(None, "sqlite:///x", "bad ref")  # type: ignore[arg-type]

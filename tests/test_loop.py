@@ -1,4 +1,4 @@
-"""The closed loop as library calls (flows/loop.py) and the loop-vs-uniform benchmark's maths.
+"""The closed loop as library calls (flows/loop/steps.py) and the loop-vs-uniform benchmark's maths.
 
 Loops here use the fake renderer, a few 64² images, a couple of training steps and a tiny real
 set built once per module, so they check the plumbing (files, history, resume, seeds, the
@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 import yaml
 
-import flows.loop as loop
-from flows.loop import IterationRecord, LoopConfig, LoopHistory, iteration_seeds, policy_step, run_loop
+from flows.loop import run as driver
+from flows.loop import steps as loop
+from flows.loop.run import run_loop
+from flows.loop.state import IterationRecord, LoopConfig, LoopHistory, iteration_seeds
+from flows.loop.steps import policy_step
 from generator.errors import ConfigError, DataError
 from generator.params import Distribution, GenerationParams
 from policy.decision import Decision
@@ -110,9 +113,9 @@ def test_history_append_refuses_a_gap(tmp_path: Path) -> None:
 def test_history_readers_that_only_look_share_one_reader(tmp_path: Path) -> None:
     """LoopHistory.peek: the run plan and the production monitor read history.json through it;
     a history that is not a JSON mapping is an error there, not an empty loop."""
-    from flows.monitor_settings import loop_history
-    from flows.plan import completed_iterations
-    from flows.settings import LoopSettings
+    from flows.loop.plan import completed_iterations
+    from flows.orchestration.monitor_settings import loop_history
+    from flows.orchestration.settings import LoopSettings
 
     cfg = tiny(tmp_path / "w")
     assert LoopHistory.peek(cfg.work) is None and completed_iterations(cfg) == 0
@@ -329,7 +332,7 @@ def test_an_iteration_in_several_shards_trains_and_steers_on_all_of_them(
     assert len({s["fingerprint"] for s in shards}) == 2 and rec.render["images"] == rec.images_rendered == 5
     assert rec.train["data"] == ["iter_0/shard-0:1.0", "iter_0/shard-1:1.0"]
     assert seen[0]["rows"] == rec.render["annotations"]  # the policy read both shards' conditions
-    again = loop.render_step(cfg, 0, loop.iteration_params(cfg, 0), 1)  # a part re-rendered alone is reused
+    again = loop.render_step(cfg, 0, driver.iteration_params(cfg, 0), 1)  # a part re-rendered alone is reused
     assert again.reused and again.fingerprint == shards[1]["fingerprint"]
 
 
@@ -396,7 +399,7 @@ def test_benchmark_seed_lists_and_merging_an_earlier_result(tmp_path: Path) -> N
 def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Arms U, C, L from the committed base model, synthetic-only and hybrid, an extra eval set:
     every column of the JSON and the table is there (tiny sizes, fake renderer: numbers mean nothing)."""
-    from flows.base_model import base_model_path
+    from flows.loop.base_model import base_model_path
     from generator.params import Distribution, GenerationParams
 
     b = _bench()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from flows.settings import LoopSettings
+from flows.orchestration.settings import LoopSettings
 from generator.errors import ConfigError
 
 

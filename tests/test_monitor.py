@@ -1,5 +1,5 @@
-"""Production data closes the loop: the monitor flow (flows/monitor.py), frozen windows
-(evaluator/production/frozen.py), the loop merging a window (flows/loop.py), `synthloop monitor`
+"""Production data closes the loop: the monitor flow (flows/orchestration/monitor.py), frozen windows
+(evaluator/production/frozen.py), the loop merging a window (flows/loop/steps.py), `synthloop monitor`
 and the monitor's deployment.
 
 A tiny fake-renderer loop (one iteration, 32 images of 64², 2 training steps) is built once per
@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import flows.loop as loop
-import flows.monitor as monitor
+import flows.orchestration.monitor as monitor
 from flows.cli import main
-from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
-from flows.monitor_settings import MonitorSettings, decide
+from flows.loop import run as driver
+from flows.loop import steps as loop
+from flows.loop.state import IterationRecord, LoopConfig, LoopHistory
+from flows.orchestration.monitor_settings import MonitorSettings, decide
 from generator.errors import ConfigError
 from generator.params import GenerationParams
 from generator.shard import Shard
@@ -48,7 +49,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory, real: Path) -> dict[str, A
                 "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "uniform",
                 "render_shards": 1, "tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
     cfg = LoopConfig(**{k: v for k, v in settings.items() if k != "tracking_uri"})
-    loop.run_loop(cfg)
+    driver.run_loop(cfg)
     return {"root": root, "settings": settings, "cfg": cfg, "shard": cfg.iter_dir(0) / "shard-0"}
 
 
@@ -155,8 +156,8 @@ def test_monitor_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, ca
 
 
 def test_monitor_deployment_is_scheduled_and_watches_the_served_loop(tmp_path: Path) -> None:
-    from deployments.serve import monitor_deployment
-    from flows.settings import LoopSettings
+    from flows.orchestration.deploy import monitor_deployment
+    from flows.orchestration.settings import LoopSettings
 
     served = LoopSettings.build({"workdir": str(tmp_path / "loop"), "images_per_iteration": 50})
     dep = monitor_deployment(MonitorSettings(log=str(tmp_path)), served, minutes=15)
@@ -229,7 +230,7 @@ def test_the_loop_merges_a_window_and_the_policy_reads_the_merged_report(
 
     monkeypatch.setattr(loop, "evaluate_step", planted)
     cfg = replace(watched["cfg"], workdir=str(work), iterations=2, production=str(window))
-    history = loop.run_loop(cfg)  # resumes the 1-iteration loop with a window: `production` is resumable
+    history = driver.run_loop(cfg)  # resumes the 1-iteration loop with a window: `production` is resumable
     e0, e1 = history.entries
     assert e0.production is None
     assert e1.production == {"window": window.name, "path": str(window.resolve()), "report": "iter_1/report-production",
@@ -254,7 +255,7 @@ def test_a_drifted_window_recalibrates_the_mixture_base_to_its_frames(watched: d
     """A mixture loop given a drifted (dark) window re-fits its base to the window's frames before
     deciding (issue #11: drift enters as a calibration target, not only as a weak slice): once per
     window, recorded in the history, read back on a rerun; the fitted base is darker, as the frames."""
-    from flows import drift_calibration
+    from flows.loop import drift as drift_calibration
     from generator.params import load_params, uniform_params
     from generator.scenario import load_scenario
 
@@ -262,7 +263,7 @@ def test_a_drifted_window_recalibrates_the_mixture_base_to_its_frames(watched: d
     assert "brightness" in drift_calibration.drifted(window)
     cfg = replace(watched["cfg"], workdir=str(tmp_path / "loop"), policy="mixture", production=str(window),
                   drift_calibration_trials=8, drift_calibration_images=8)
-    history = loop.run_loop(cfg)
+    history = driver.run_loop(cfg)
     out = tmp_path / "loop" / "calibration" / f"production-{window.name}"
     calib = history.entries[0].production["calibration"]
     assert calib["path"] == str(out.relative_to(tmp_path / "loop")) and "brightness" in calib["conditions"]
@@ -277,28 +278,28 @@ def test_a_drifted_window_recalibrates_the_mixture_base_to_its_frames(watched: d
     params0 = load_params(cfg.iter_dir(0) / "params.yaml", sc)  # iteration 0: the fitted base + a uniform share
     assert params0.distributions == fitted.distributions and params0.uniform_share > 0
     stamp = (out / "params.yaml").stat().st_mtime_ns
-    loop.run_loop(replace(cfg, iterations=2))  # a resume reads it back: fitted once per window
+    driver.run_loop(replace(cfg, iterations=2))  # a resume reads it back: fitted once per window
     assert (out / "params.yaml").stat().st_mtime_ns == stamp
     off = replace(cfg, workdir=str(tmp_path / "off"), drift_calibration_trials=0)
-    assert loop.run_loop(off).entries[0].production["calibration"] is None
+    assert driver.run_loop(off).entries[0].production["calibration"] is None
     assert not (tmp_path / "off" / "calibration").exists()
 
 
 def _check_tracked_window(work: Path, history: LoopHistory, window: Path) -> None:
     """What the flow's track task logs for an iteration that merged a window."""
-    from flows import tracking
+    from flows.tracking import iteration, runs
 
-    t = tracking.Tracking(f"sqlite:///{work.parent / 'track.db'}", "monitor-test", "monitor-test")
-    parent = tracking.open_loop_run(t, "monitor-test", history.config)
-    run_id, _ = tracking.open_iteration_run(t, parent, 1, None)
+    t = runs.Tracking(f"sqlite:///{work.parent / 'track.db'}", "monitor-test", "monitor-test")
+    parent = runs.open_loop_run(t, "monitor-test", history.config)
+    run_id, _ = runs.open_iteration_run(t, parent, 1, None)
     record = history.entries[1].to_dict()
-    tracking.log_iteration(t, run_id, parent, work, record, history.config,
+    iteration.log_iteration(t, run_id, parent, work, record, history.config,
                            production=work / record["production"]["path"])
-    run = tracking.client(t.uri).get_run(run_id)
-    prod = [d.dataset for d in run.inputs.dataset_inputs if tracking._context(d) == "production"]
+    run = runs.client(t.uri).get_run(run_id)
+    prod = [d.dataset for d in run.inputs.dataset_inputs if runs._context(d) == "production"]
     assert [(d.name, d.digest) for d in prod] == [(window.name, window.name)]
-    assert run.data.tags[tracking.TAG_WINDOW] == window.name
-    files = {f.path for f in tracking.client(t.uri).list_artifacts(run_id, "report-production")}
+    assert run.data.tags[runs.TAG_WINDOW] == window.name
+    files = {f.path for f in runs.client(t.uri).list_artifacts(run_id, "report-production")}
     assert {"report-production/report.json", "report-production/signals.json"} <= files
 
 
@@ -322,7 +323,7 @@ def deployment(prefect_api: str) -> Iterator[str]:
     temporary settings, and would start a temporary server of its own to send them to."""
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
-    from flows.closed_loop import closed_loop
+    from flows.orchestration.closed_loop import closed_loop
 
     with temporary_settings({PREFECT_API_URL: prefect_api, PREFECT_LOGGING_TO_API_ENABLED: False}):
         yield str(closed_loop.to_deployment(name="manual").apply())
@@ -342,7 +343,7 @@ def runs_for(deployment_id: str, window: Path) -> list[Any]:
 
 
 def window_run(settings: MonitorSettings, window_id: str) -> Any:
-    from flows.tracking import TAG_WINDOW, client
+    from flows.tracking.runs import TAG_WINDOW, client
 
     c = client(settings.loop_settings().tracking_uri)
     exp = c.get_experiment_by_name(settings.default_experiment())
@@ -437,7 +438,7 @@ def test_the_triggered_run_grows_the_loop_with_the_window(watched: dict[str, Any
     import yaml
     from mlflow import MlflowClient
 
-    from flows.tracking import TAG_WINDOW
+    from flows.tracking.runs import TAG_WINDOW
 
     shutil.copytree(watched["cfg"].work, tmp_path / "loop")
     watched_copy = {**watched, "settings": {**watched["settings"], "workdir": str(tmp_path / "loop"),

@@ -303,7 +303,7 @@ def test_a_mixture_shard_renders_records_components_and_passes_coverage(tmp_path
 
 
 def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
-    from flows.loop_state import LoopConfig
+    from flows.loop.state import LoopConfig
     from policy.mixture import initial_params, load_base
 
     with pytest.raises(ConfigError, match=r"^loop\.policy_base: applies to policies 'mixture' and 'calibrated' only"):
@@ -318,7 +318,7 @@ def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
 
 
 def test_lineage_summary_shows_a_mixture() -> None:
-    from flows.lineage import params_summary
+    from flows.tracking.lineage import params_summary
 
     comps = [{"name": "base", "weight": 0.7, "distributions": {}}, {"name": "tilt", "weight": 0.3}]
     p = {"gen.uniform_share": "0.3", "gen.components": json.dumps(comps)}

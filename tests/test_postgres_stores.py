@@ -29,7 +29,7 @@ import loopcheck
 import pytest
 import servers
 
-from flows.settings import LoopSettings
+from flows.orchestration.settings import LoopSettings
 from generator.errors import ConfigError
 
 SEEDS = (0, 1, 2, 3)

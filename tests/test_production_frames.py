@@ -187,7 +187,7 @@ def test_production_record_refuses_unbounded_boxes(stream: Path, bbox: list[floa
 
 
 def test_monitor_settings_refuse_a_frames_root_that_is_not_a_directory(stream: Path) -> None:
-    from flows.monitor_settings import MonitorSettings
+    from flows.orchestration.monitor_settings import MonitorSettings
 
     with pytest.raises(ConfigError, match=r"^monitor.frames_root: must be the directory"):
         MonitorSettings(log=str(stream / "log"), frames_root=str(stream / "nope")).check()

@@ -198,7 +198,7 @@ def test_evaluate_prints_one_line_without_a_terminal(tiny, tmp_path):
 # -- the loop's stages and the run plan ---------------------------------------------------------
 
 def _cfg(tmp_path: Path, **kw):
-    from flows.loop_state import LoopConfig
+    from flows.loop.state import LoopConfig
 
     return LoopConfig(workdir=str(tmp_path / "loop"), **{"images_per_iteration": 4, "render_shards": 2,
                                                         "backend": "fake", "width": 32, "height": 32,
@@ -206,7 +206,7 @@ def _cfg(tmp_path: Path, **kw):
 
 
 def test_the_loop_render_stage_prints_one_line_for_its_shards(tmp_path, monkeypatch, capsys):
-    from flows.loop import render_parts, starting_params
+    from flows.loop.steps import render_parts, starting_params
 
     monkeypatch.setenv(progress.ENV_VAR, "0")
     cfg = _cfg(tmp_path)
@@ -222,7 +222,7 @@ def test_the_loop_render_stage_prints_one_line_for_its_shards(tmp_path, monkeypa
 
 
 def test_the_plan_for_the_demo_defaults(tmp_path):
-    from flows.plan import MEASURED, plan_run
+    from flows.loop.plan import MEASURED, plan_run
 
     cfg = _cfg(tmp_path, images_per_iteration=400, backend="pyrender", width=None, height=None)
     plan = plan_run(cfg, cores=2, load=0.0)
@@ -246,7 +246,7 @@ def test_the_plan_for_the_demo_defaults(tmp_path):
 
 
 def test_the_plan_of_a_resumed_loop(tmp_path):
-    from flows.plan import plan_run
+    from flows.loop.plan import plan_run
 
     cfg = _cfg(tmp_path)
     cfg.work.mkdir(parents=True)
@@ -261,7 +261,7 @@ def test_the_plan_of_a_resumed_loop(tmp_path):
 def test_synthloop_run_prints_the_plan_first_and_shows_progress(tmp_path, monkeypatch, capsys):
     """`synthloop run` up to the flow: the plan comes first on stderr, progress is on by default
     and `--set progress=false` turns it off (the flow and Prefect's server are stand-ins)."""
-    import flows.closed_loop
+    import flows.orchestration.closed_loop
     from flows.cli import main
 
     seen = []
@@ -271,8 +271,8 @@ def test_synthloop_run_prints_the_plan_first_and_shows_progress(tmp_path, monkey
         print("FLOW STARTED", file=sys.stderr)
         return []
 
-    monkeypatch.setattr(flows.closed_loop, "closed_loop", fake_flow)
-    monkeypatch.setattr(flows.closed_loop, "prefect_api", contextlib.nullcontext)
+    monkeypatch.setattr(flows.orchestration.closed_loop, "closed_loop", fake_flow)
+    monkeypatch.setattr(flows.orchestration.closed_loop, "prefect_api", contextlib.nullcontext)
     argv = ["run", "--workdir", str(tmp_path / "loop"), "--iterations", "2", "--set", "device=cpu"]
     assert main(argv) == 0
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flows.commands.run import parse_sets, print_table, verdict
-from flows.settings import LoopSettings
+from flows.orchestration.settings import LoopSettings
 from generator.errors import ConfigError
 
 
@@ -58,7 +58,7 @@ def test_run_hands_set_options_and_named_options_to_the_flow(monkeypatch: pytest
     defaults were merged over the ``--set`` values)."""
     import contextlib
 
-    import flows.closed_loop
+    import flows.orchestration.closed_loop
     from flows.cli import main
 
     seen: list[Any] = []
@@ -68,8 +68,8 @@ def test_run_hands_set_options_and_named_options_to_the_flow(monkeypatch: pytest
         return []
 
     monkeypatch.chdir(tmp_path)  # whatever the CLI writes relative to the working directory
-    monkeypatch.setattr(flows.closed_loop, "closed_loop", fake_flow)
-    monkeypatch.setattr(flows.closed_loop, "prefect_api", contextlib.nullcontext)
+    monkeypatch.setattr(flows.orchestration.closed_loop, "closed_loop", fake_flow)
+    monkeypatch.setattr(flows.orchestration.closed_loop, "prefect_api", contextlib.nullcontext)
     work, uri = tmp_path / "loop", f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["run", "--iterations", "2", "--set", f"workdir={work}", "--set", "images_per_iteration=7",
                  "--set", "batch_size=3", "--set", f"tracking_uri={uri}"]) == 0

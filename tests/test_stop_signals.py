@@ -1,4 +1,4 @@
-"""Ctrl-C, SIGTERM and the death of a command stop everything it started (flows/process_guard.py).
+"""Ctrl-C, SIGTERM and the death of a command stop everything it started (flows/loop/process_guard.py).
 
 The guard's mechanics on small scripts (a reaper that outlives a SIGKILL, a normal exit, a stop
 that hangs, a second Ctrl-C), and ``synthloop render`` with two real render workers stopped three
@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import servers
 
-from flows.process_guard import TREE_ENV, tree_pids
+from flows.loop.process_guard import TREE_ENV, tree_pids
 
 # a command under the guard, as flows/cli.py runs one: prints the pid of a child it started in a
 # session of its own (where no process-group kill reaches), then does BODY
 SCRIPT = """
 import os, signal, subprocess, sys, time
-from flows import process_guard
+from flows.loop import process_guard
 try:
     with process_guard.guard(grace_s={grace}):
         child = subprocess.Popen(["sleep", "300"], start_new_session=True)

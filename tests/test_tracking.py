@@ -1,4 +1,4 @@
-"""MLflow lineage of the loop (flows/tracking.py, tracking_model.py, tracking_artifacts.py).
+"""MLflow lineage of the loop (flows/tracking/runs.py, tracking_model.py, tracking_artifacts.py).
 
 A tiny fake-renderer loop (2 iterations, 64² images, 2 training steps) is built once per
 session and logged into a temporary sqlite store the way the Prefect flow will: parent run,
@@ -28,7 +28,7 @@ METRICS = (0.3, 0.5)  # planted real-val metrics passed to log_model: iteration 
 class Tracked:
     work: Path
     history: dict[str, Any]
-    t: Any  # flows.tracking.Tracking
+    t: Any  # flows.tracking.runs.Tracking
     parent: str
     runs: list[str]
     models: list[dict[str, Any]] = field(default_factory=list)
@@ -46,7 +46,7 @@ _CACHE: dict[str, Tracked] = {}
 
 
 def tiny_config(work: Path, real: Path) -> Any:
-    from flows.loop_state import LoopConfig
+    from flows.loop.state import LoopConfig
 
     return LoopConfig(workdir=str(work), real_dir=str(real), iterations=2, images_per_iteration=4,
                       steps_per_iteration=2, batch_size=2, width=64, height=64, backend="fake",
@@ -56,8 +56,9 @@ def tiny_config(work: Path, real: Path) -> Any:
 def log_loop(t: Any, work: Path, history: dict[str, Any], metrics: tuple[float | None, ...],
              flow_run_id: str = "flow-1") -> Tracked:
     """What the flow does after each iteration."""
-    from flows.tracking import close_run, log_iteration, open_iteration_run, open_loop_run
-    from flows.tracking_model import log_model
+    from flows.tracking.iteration import log_iteration
+    from flows.tracking.model import log_model
+    from flows.tracking.runs import close_run, open_iteration_run, open_loop_run
 
     parent = open_loop_run(t, LOOP_ID, history["config"], flow_run_id)
     out = Tracked(work, history, t, parent, [])
@@ -77,8 +78,8 @@ def log_loop(t: Any, work: Path, history: dict[str, Any], metrics: tuple[float |
 def tracked(base: Path) -> Tracked:
     """The session's tracked tiny loop (built on first use)."""
     if "loop" not in _CACHE:
-        from flows.loop import run_loop
-        from flows.tracking import Tracking, default_tracking_uri
+        from flows.loop.run import run_loop
+        from flows.tracking.runs import Tracking, default_tracking_uri
         from generator.real.build import build_real_set
 
         real, work = base / "real", base / "work"
@@ -118,7 +119,7 @@ def experiment_runs(c: Any, t: Any) -> list[Any]:
 
 @pytest.mark.slow
 def test_parent_and_children_are_nested_and_tagged(loop: Tracked) -> None:
-    from flows.tracking import client, iteration_runs
+    from flows.tracking.runs import client, iteration_runs
 
     c = client(loop.t.uri)
     parent = c.get_run(loop.parent)
@@ -137,7 +138,7 @@ def test_parent_and_children_are_nested_and_tagged(loop: Tracked) -> None:
 
 @pytest.mark.slow
 def test_datasets_carry_fingerprints_as_digests_and_shard_paths_as_sources(loop: Tracked) -> None:
-    from flows.tracking import client
+    from flows.tracking.runs import client
     from generator.shard import Shard
 
     found = inputs(client(loop.t.uri), loop.runs[1])
@@ -157,7 +158,7 @@ def test_datasets_carry_fingerprints_as_digests_and_shard_paths_as_sources(loop:
 
 @pytest.mark.slow
 def test_metrics_on_child_and_one_point_per_iteration_on_parent(loop: Tracked) -> None:
-    from flows.tracking import client
+    from flows.tracking.runs import client
 
     c = client(loop.t.uri)
     child = c.get_run(loop.runs[1]).data.metrics
@@ -178,7 +179,7 @@ def test_metrics_on_child_and_one_point_per_iteration_on_parent(loop: Tracked) -
 
 @pytest.mark.slow
 def test_artifacts_report_params_decision_table_and_images(loop: Tracked) -> None:
-    from flows.tracking import client
+    from flows.tracking.runs import client
 
     c = client(loop.t.uri)
     arts = snapshot(c, loop.runs[1])["artifacts"]
@@ -200,8 +201,9 @@ def test_artifacts_report_params_decision_table_and_images(loop: Tracked) -> Non
 
 @pytest.mark.slow
 def test_resume_creates_no_second_run_version_input_artifact_or_point(loop: Tracked) -> None:
-    from flows.tracking import client, close_run, log_iteration, open_iteration_run, open_loop_run
-    from flows.tracking_model import log_model
+    from flows.tracking.iteration import log_iteration
+    from flows.tracking.model import log_model
+    from flows.tracking.runs import client, close_run, open_iteration_run, open_loop_run
 
     c = client(loop.t.uri)
     before = {r: snapshot(c, r) for r in (loop.parent, *loop.runs)}
@@ -224,7 +226,7 @@ def test_resume_creates_no_second_run_version_input_artifact_or_point(loop: Trac
 
 @pytest.mark.slow
 def test_resume_with_a_different_loop_setting_is_one_line_error(loop: Tracked) -> None:
-    from flows.tracking import open_loop_run
+    from flows.tracking.runs import open_loop_run
 
     with pytest.raises(ConfigError) as exc:
         open_loop_run(loop.t, LOOP_ID, {**loop.config, "seed": 1})
@@ -237,7 +239,7 @@ def test_resume_with_a_different_loop_setting_is_one_line_error(loop: Tracked) -
 
 @pytest.mark.slow
 def test_loop_models_are_versions_and_champion_follows_improvement(loop: Tracked) -> None:
-    from flows.tracking import client
+    from flows.tracking.runs import client
 
     c = client(loop.t.uri)
     assert [m["version"] for m in loop.models] == ["1", "2"]
@@ -251,8 +253,8 @@ def test_loop_models_are_versions_and_champion_follows_improvement(loop: Tracked
 
 @pytest.mark.slow
 def test_champion_moves_only_on_a_strict_improvement(loop: Tracked, tmp_path: Path) -> None:
-    from flows.tracking import Tracking, client, close_run, open_iteration_run, open_loop_run
-    from flows.tracking_model import log_model
+    from flows.tracking.model import log_model
+    from flows.tracking.runs import Tracking, client, close_run, open_iteration_run, open_loop_run
 
     t = Tracking(loop.t.uri, "champion-test", "synthloop-champion-test")
     parent = open_loop_run(t, "champion", {"seed": 0})
@@ -272,7 +274,7 @@ def test_logged_model_loads_as_pyfunc_and_predicts(loop: Tracked) -> None:
     import mlflow.pyfunc
     import numpy as np
 
-    from flows.tracking import client
+    from flows.tracking.runs import client
 
     mv = client(loop.t.uri).get_model_version(loop.t.model_name, "1")
     model = mlflow.pyfunc.load_model(mv.source)
@@ -290,8 +292,9 @@ def test_logging_from_a_worker_thread_makes_no_stray_run_nor_global_state(loop: 
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    from flows.tracking import Tracking, client, log_iteration, open_iteration_run, open_loop_run
-    from flows.tracking_model import log_model
+    from flows.tracking.iteration import log_iteration
+    from flows.tracking.model import log_model
+    from flows.tracking.runs import Tracking, client, open_iteration_run, open_loop_run
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -323,7 +326,7 @@ def test_logging_from_a_worker_thread_makes_no_stray_run_nor_global_state(loop: 
 
 
 def test_dataset_items_cover_mixed_real_train_and_production(tmp_path: Path) -> None:
-    from flows.tracking import dataset_items
+    from flows.tracking.iteration import dataset_items
 
     work = tmp_path / "w"
     record = {"render": {"shards": [{"path": "iter_1/shard-0"}]},
@@ -339,7 +342,7 @@ def test_dataset_items_cover_mixed_real_train_and_production(tmp_path: Path) -> 
 
 
 def test_flatten_is_deterministic_and_capped() -> None:
-    from flows.tracking import MAX_PARAM_CHARS, flatten
+    from flows.tracking.runs import MAX_PARAM_CHARS, flatten
 
     flat = flatten({"a": {"kind": "categorical", "weights": {"y": 2, "x": 1}}, "b": None, "c": "x" * 7000, "d": 0.5})
     assert flat == {"a.kind": "categorical", "a.weights": '{"x": 1, "y": 2}', "b": "null",
@@ -347,7 +350,7 @@ def test_flatten_is_deterministic_and_capped() -> None:
 
 
 def test_param_evolution_series_and_panels() -> None:
-    from flows.tracking_artifacts import choice_weights, evolution_image, moved_parameters, numeric_summary
+    from flows.tracking.artifacts import choice_weights, evolution_image, moved_parameters, numeric_summary
 
     history: list[tuple[str, dict[str, Any]]] = [
         ("0", {"scenario": "digits"}),
@@ -366,7 +369,7 @@ def test_param_evolution_series_and_panels() -> None:
 
 
 def test_bad_tracking_inputs_are_one_line_errors() -> None:
-    from flows.tracking import Tracking, close_run
+    from flows.tracking.runs import Tracking, close_run
 
     with pytest.raises(ConfigError, match=r"^tracking.experiment: must be a non-empty string"):
         Tracking("sqlite:////tmp/x.db", "", "m")
@@ -376,9 +379,10 @@ def test_bad_tracking_inputs_are_one_line_errors() -> None:
 
 @pytest.mark.slow
 def test_same_calls_work_against_an_mlflow_server(loop: Tracked, mlflow_api: str) -> None:
-    from flows.lineage import lineage
-    from flows.tracking import Tracking, client, log_iteration, open_iteration_run, open_loop_run, run_link
-    from flows.tracking_model import log_model
+    from flows.tracking.iteration import log_iteration
+    from flows.tracking.lineage import lineage
+    from flows.tracking.model import log_model
+    from flows.tracking.runs import Tracking, client, open_iteration_run, open_loop_run, run_link
 
     t = Tracking(mlflow_api, "synthloop/server-test", "synthloop-server-test")
     parent = open_loop_run(t, "server/test", loop.config)
@@ -404,7 +408,7 @@ def _race_first_use(db_dir: str, rounds: int, barrier: Any, worker: int) -> None
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    from flows.tracking import Tracking, client, experiment_id, sqlite_uri
+    from flows.tracking.runs import Tracking, client, experiment_id, sqlite_uri
 
     for r in range(rounds):
         t = Tracking(sqlite_uri(Path(db_dir) / f"round{r}.db"), "race", "race-model")
@@ -447,8 +451,8 @@ def test_a_second_workdir_with_the_same_settings_is_a_second_loop_in_mlflow(tmp_
     """Two work directories, same settings (so the same loop id and experiment): two parent
     runs, each keeping its own work directory; each resumes its own; a moved work directory
     (same history.json identity) is still its loop."""
-    from flows.loop_state import LoopConfig, LoopHistory
-    from flows.tracking import Tracking, client, close_run, default_tracking_uri, open_loop_run
+    from flows.loop.state import LoopConfig, LoopHistory
+    from flows.tracking.runs import Tracking, client, close_run, default_tracking_uri, open_loop_run
 
     t = Tracking.for_loop(default_tracking_uri(tmp_path / "store"), "identity", "digits")
     c = client(t.uri)
@@ -474,7 +478,7 @@ def test_a_second_workdir_with_the_same_settings_is_a_second_loop_in_mlflow(tmp_
 def test_a_refused_run_with_clashing_settings_changes_nothing_in_mlflow(tmp_path: Path) -> None:
     """Clashing settings are refused before any run is touched: the finished parent stays
     FINISHED with its tags, params and no new run."""
-    from flows.tracking import Tracking, client, close_run, default_tracking_uri, open_loop_run
+    from flows.tracking.runs import Tracking, client, close_run, default_tracking_uri, open_loop_run
 
     t = Tracking.for_loop(default_tracking_uri(tmp_path / "store"), "refused", "digits")
     c = client(t.uri)
@@ -503,8 +507,8 @@ def test_resume_after_a_kill_during_model_upload_finishes_the_pending_model(
     fills and finalizes that one (exactly one detector-iter0, READY, one version), no duplicate."""
     from mlflow import MlflowClient
 
-    from flows.tracking import Tracking, client, default_tracking_uri, open_iteration_run, open_loop_run
-    from flows.tracking_model import log_model
+    from flows.tracking.model import log_model
+    from flows.tracking.runs import Tracking, client, default_tracking_uri, open_iteration_run, open_loop_run
 
     t = Tracking.for_loop(default_tracking_uri(tmp_path / "store"), "pending", "digits")
     c = client(t.uri)

@@ -1,4 +1,4 @@
-"""Warm start (flows/warm_start.py): a loop that improves an existing model.
+"""Warm start (flows/loop/warm_start.py): a loop that improves an existing model.
 
 The init model is iteration 0's model of a tiny cold loop (fake renderer, 64² images, 2 training
 steps), so its training shard is on disk and gives the policy its synthetic conditions. What a
@@ -27,8 +27,10 @@ import pytest
 import yaml
 from loopcheck import without_timings
 
-import flows.loop as loop
-from flows.loop_state import LoopConfig, LoopHistory
+from flows.loop import run as driver
+from flows.loop import state
+from flows.loop import steps as loop
+from flows.loop.state import LoopConfig, LoopHistory
 from generator.errors import ConfigError
 from generator.params import Distribution, GenerationParams
 from policy.decision import Decision
@@ -49,7 +51,7 @@ def tiny(work: Path, real: Path, **kw: Any) -> LoopConfig:
 def init_model(tmp_path_factory: pytest.TempPathFactory, real: Path) -> Path:
     """Iteration 0's model of a 1-iteration cold loop (its shard stays on disk)."""
     work = tmp_path_factory.mktemp("cold") / "w"
-    loop.run_loop(tiny(work, real, iterations=1))
+    driver.run_loop(tiny(work, real, iterations=1))
     return work / "iter_0" / "model"
 
 
@@ -61,7 +63,7 @@ def weights_sha(model: Path) -> str:
 def warm(tmp_path_factory: pytest.TempPathFactory, real: Path, init_model: Path) -> LoopConfig:
     """An uninterrupted warm-started loop (the Optuna policy): the reference of the resume tests."""
     cfg = tiny(tmp_path_factory.mktemp("warm") / "w", real, init_model=str(init_model))
-    loop.run_loop(cfg)
+    driver.run_loop(cfg)
     return cfg
 
 
@@ -85,7 +87,7 @@ def _copy_model(src: Path, dst: Path, **meta: Any) -> Path:
 ])
 def test_a_bad_init_model_is_one_line_and_nothing_is_written(tmp_path: Path, real: Path, init_model: Path,
                                                              case: str, message: str) -> None:
-    from flows.settings import LoopSettings
+    from flows.orchestration.settings import LoopSettings
 
     path = tmp_path / "m"
     if case == "empty":
@@ -99,7 +101,7 @@ def test_a_bad_init_model_is_one_line_and_nothing_is_written(tmp_path: Path, rea
         _copy_model(init_model, path, weights_sha256="0" * 64)
     work = tmp_path / "w"
     with pytest.raises(ConfigError, match=rf"^loop\.init_model: .*{message}") as exc:
-        loop.run_loop(tiny(work, real, init_model=str(path)))
+        driver.run_loop(tiny(work, real, init_model=str(path)))
     assert "\n" not in str(exc.value) and not work.exists()
     with pytest.raises(ConfigError, match=r"^loop\.init_model: "):
         LoopSettings.build({"workdir": str(work), "init_model": str(path)}).loop_config()
@@ -136,7 +138,7 @@ def test_resume_refuses_another_init_model_or_changed_weights(tmp_path: Path, re
     with pytest.raises(ConfigError, match=r"^loop\.init_model: the work directory .* holds a loop with "
                                           r"init_model='.*/m', but got None"):
         LoopHistory.open(tiny(tmp_path / "w", real))
-    h.entries.append(loop.IterationRecord(0, {}, "p", 4, {}, {}, {}, {}))
+    h.entries.append(state.IterationRecord(0, {}, "p", 4, {}, {}, {}, {}))
     with pytest.raises(ConfigError, match="the init pre-step must come before iteration 0"):
         h.set_init({})
 
@@ -179,7 +181,7 @@ def test_warm_loop_evaluates_first_and_continues_from_the_init_model(
         return real_render(c, k, params, part)
 
     monkeypatch.setattr(loop, "render_step", spy)
-    loop.run_loop(cfg)
+    driver.run_loop(cfg)
     assert at_first_render == [True]  # evaluated and decided before anything was rendered
     data = json.loads((cfg.work / "history.json").read_text())
     init = data["init"]
@@ -207,7 +209,7 @@ def test_warm_loop_evaluates_first_and_continues_from_the_init_model(
 @pytest.mark.slow
 def test_without_its_training_shards_the_init_model_gets_a_probe_shard(
         tmp_path: Path, real: Path, init_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows import warm_start
+    from flows.loop import warm_start
     from generator.shard import Shard
 
     seen: list[dict[str, Any]] = []
@@ -215,7 +217,7 @@ def test_without_its_training_shards_the_init_model_gets_a_probe_shard(
     data = json.loads((init_model / "model.json").read_text())["data"]
     model = _copy_model(init_model, tmp_path / "m", data=[{**d, "path": str(tmp_path / "gone")} for d in data])
     cfg = tiny(tmp_path / "w", real, iterations=1, init_model=str(model))
-    loop.run_loop(cfg)
+    driver.run_loop(cfg)
     history = json.loads((cfg.work / "history.json").read_text())
     assert history["init"]["conditions_from"] == ["init/probe"]
     probe = Shard(cfg.work / "init/probe")
@@ -227,8 +229,11 @@ def test_without_its_training_shards_the_init_model_gets_a_probe_shard(
 
 KILL = r"""
 import json, os, signal, sys
-from flows import loop, warm_start
-from flows.loop_state import LoopConfig
+from flows.loop import run as driver
+from flows.loop import state
+from flows.loop import steps as loop
+from flows.loop import warm_start
+from flows.loop.state import LoopConfig
 
 cfg, point = LoopConfig(**json.loads(sys.argv[1])), sys.argv[2]
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
@@ -238,7 +243,7 @@ elif point == "decided":      # init/decision.json (and its Optuna trial) writte
     warm_start.init_record = die
 elif point == "rendered":     # pre-step recorded, iteration 0's shard rendered, not trained
     loop.train_step = die
-loop.run_loop(cfg, on_iteration=die if point == "iteration-0" else None)
+driver.run_loop(cfg, on_iteration=die if point == "iteration-0" else None)
 """
 
 
@@ -261,7 +266,7 @@ def test_sigkill_in_the_pre_step_or_iteration_0_resumes_to_the_same_history(
     left = json.loads((cfg.work / "history.json").read_text()) if (cfg.work / "history.json").is_file() else {}
     assert ("init" in left) == (point in ("rendered", "iteration-0"))
     assert len(left.get("iterations", [])) == (1 if point == "iteration-0" else 0)
-    loop.run_loop(cfg)
+    driver.run_loop(cfg)
     assert _comparable(cfg.work) == _comparable(warm.work)
     for k in (0, 1):
         assert (cfg.iter_dir(k) / "params.yaml").read_text() == (warm.iter_dir(k) / "params.yaml").read_text()
@@ -275,10 +280,11 @@ def test_sigkill_in_the_pre_step_or_iteration_0_resumes_to_the_same_history(
 @pytest.mark.slow
 def test_init_run_is_the_champion_bar_and_lineage_walks_back_to_it(tmp_path: Path, warm: LoopConfig,
                                                                    init_model: Path) -> None:
-    from flows.lineage import format_lineage, lineage
-    from flows.tracking import Tracking, client, close_run, log_iteration, open_iteration_run, open_loop_run, sqlite_uri
-    from flows.tracking_init import log_init_input, track_init
-    from flows.tracking_model import log_model
+    from flows.tracking.iteration import log_iteration
+    from flows.tracking.lineage import format_lineage, lineage
+    from flows.tracking.model import log_model
+    from flows.tracking.runs import Tracking, client, close_run, open_iteration_run, open_loop_run, sqlite_uri
+    from flows.tracking.warm_start import log_init_input, track_init
 
     data = json.loads((warm.work / "history.json").read_text())
     init = {**data["init"], "evaluate": {**data["init"]["evaluate"], "map50": 0.6}}  # planted: the bar
@@ -343,9 +349,9 @@ def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(prefect: None, tmp_p
     # no capsys here: Prefect's console log handler would keep its stream, closed after the test
     from mlflow import MlflowClient
 
-    from flows.closed_loop import closed_loop
     from flows.commands.run import print_table, verdict
-    from flows.settings import LoopSettings
+    from flows.orchestration.closed_loop import closed_loop
+    from flows.orchestration.settings import LoopSettings
 
     data = json.loads((init_model / "model.json").read_text())["data"]  # its shard gone: the flow renders a probe
     model = _copy_model(init_model, tmp_path / "m", data=[{**d, "path": str(tmp_path / "gone")} for d in data])
@@ -387,9 +393,9 @@ def test_flow_runs_the_pre_step_as_tasks_and_tracks_it_once(prefect: None, tmp_p
 
 FLOW_KILL = r"""
 import json, os, signal, sys
-from flows import tracking_init
-from flows.closed_loop import closed_loop
-from flows.settings import LoopSettings
+from flows.tracking import warm_start as tracking_init
+from flows.orchestration.closed_loop import closed_loop
+from flows.orchestration.settings import LoopSettings
 
 def die(*a, **k):
     os.killpg(0, signal.SIGKILL)  # the flow and its temporary Prefect server, like a machine loss
@@ -404,8 +410,8 @@ def test_flow_killed_in_the_pre_step_resumes_to_the_library_loops_history(
         prefect: None, tmp_path: Path, warm: LoopConfig, init_model: Path) -> None:
     from mlflow import MlflowClient
 
-    from flows.closed_loop import closed_loop
-    from flows.settings import LoopSettings
+    from flows.orchestration.closed_loop import closed_loop
+    from flows.orchestration.settings import LoopSettings
 
     settings = {**asdict(warm), "workdir": str(tmp_path / "loop"), "experiment": "warm-kill", "model_name": "warm-kill",
                 "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -429,7 +435,7 @@ def test_flow_killed_in_the_pre_step_resumes_to_the_library_loops_history(
 
 
 def test_run_plan_counts_the_pre_step_until_it_is_done(tmp_path: Path, real: Path) -> None:
-    from flows.plan import plan_run
+    from flows.loop.plan import plan_run
 
     cold = plan_run(tiny(tmp_path / "w", real), cores=2, load=0.0)
     cfg = tiny(tmp_path / "w", real, init_model=str(tmp_path / "m"))
@@ -454,7 +460,7 @@ def test_a_bad_policy_base_is_one_line_before_anything_is_written(tmp_path: Path
         base.write_text(content)
     work = tmp_path / "w"
     with pytest.raises(ConfigError, match=rf"^loop\.policy_base: .*{message}") as exc:
-        loop.run_loop(tiny(work, real, policy="mixture", policy_base=str(base)))
+        driver.run_loop(tiny(work, real, policy="mixture", policy_base=str(base)))
     assert "\n" not in str(exc.value) and not work.exists()
     base.write_text(yaml.safe_dump(UNIFORM))
     tiny(work, real, policy="mixture", policy_base=str(base)).validate()  # a usable base passes

@@ -1,4 +1,4 @@
-"""One run per loop work directory (flows/workdir_lock.py).
+"""One run per loop work directory (flows/loop/lock.py).
 
 A second run of a busy loop fails at once with one line naming the holder and exit code 75,
 writing nothing; a SIGKILLed holder frees the directory (no stale lock); the lock is
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from test_loop import tiny
 
-from flows.loop import run_loop
-from flows.workdir_lock import LOCK_NAME, hold
+from flows.loop.lock import LOCK_NAME, hold
+from flows.loop.run import run_loop
 from generator.errors import BusyError
 
-HOLD = ("import sys, time; from flows.workdir_lock import hold\n"
+HOLD = ("import sys, time; from flows.loop.lock import hold\n"
         "with hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))")
 
 

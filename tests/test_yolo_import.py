@@ -291,8 +291,8 @@ def test_split_is_reproducible_sized_and_atomic(tmp_path: Path, capsys: pytest.C
 
 
 def test_split_is_a_real_dir_the_loop_accepts_with_real_test_held_out(tmp_path: Path) -> None:
-    from flows.loop import prepare_real
-    from flows.loop_state import LoopConfig
+    from flows.loop.state import LoopConfig
+    from flows.loop.steps import prepare_real
     from trainer.data import DataSource, check_source
 
     src = _digit_shard(tmp_path / "src", n=10)

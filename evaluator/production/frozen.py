@@ -1,7 +1,7 @@
 """Frozen production windows: what the monitor keeps of one ingested window, and how the loop
 reads it back (no Prefect, no MLflow).
 
-The production monitor (:mod:`flows.monitor`) freezes every window that has data into its own
+The production monitor (:mod:`flows.orchestration.monitor`) freezes every window that has data into its own
 directory, written atomically, so a loop run triggered later (or rerun next month) sees exactly
 the records the monitor saw, whatever happened to the log since::
 

@@ -16,7 +16,7 @@ model.pt, model.json and recipe.json (data fingerprint, weights sha256, real-val
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from flows.base_model import BASE_MODELS, BaseRecipe
+    from flows.loop.base_model import BASE_MODELS, BaseRecipe
 
     d = BaseRecipe()
     p = sub.add_parser("base-model", help="make a scenario's base model (the loop's warm start)",
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.base_model import BASE_MODELS, BaseRecipe, build_base_model
+    from flows.loop.base_model import BASE_MODELS, BaseRecipe, build_base_model
     from generator.progress import bars_on
 
     recipe = BaseRecipe(scenario=args.scenario, images=args.images, seed=args.seed, steps=args.steps,

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.tracking import sqlite_path, sqlite_uri
+    from flows.tracking.runs import sqlite_path, sqlite_uri
     from generator.errors import ConfigError
 
     uri = args.tracking_uri or sqlite_uri(Path("runs") / "mlflow.db")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if db is not None and not db.is_file():  # never create an empty store while reading
         raise ConfigError(f"--tracking-uri: no MLflow store at {str(db)!r}; run a tracked loop first "
                           "or pass --tracking-uri sqlite:///ABS/PATH/mlflow.db")
-    from flows.lineage import format_lineage, lineage
+    from flows.tracking.lineage import format_lineage, lineage
 
     chain = lineage(uri, args.ref)
     print(json.dumps(chain, indent=1) if args.json else format_lineage(chain))

@@ -5,7 +5,7 @@ against the watched loop's training shards and latest real-val report, freezes t
 under WINDOWS_DIR/<window id>/, logs an MLflow run for it and, when drift or failure passes
 its threshold, triggers the loop's deployment (default closed-loop/manual) with the window,
 once per window; then commits the watermark. Settings: ``--config FILE`` (YAML), then
-``--log``, then ``--set key=value`` (any field of flows/monitor_settings.py; ``loop.<field>``
+``--log``, then ``--set key=value`` (any field of flows/orchestration/monitor_settings.py; ``loop.<field>``
 sets a field of the watched loop). Triggering needs a Prefect server where the loop deployment
 is served (``synthloop serve``) and ``PREFECT_API_URL``.
 """
@@ -19,7 +19,8 @@ from typing import Any
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("monitor", help="run the production monitor once (signals, MLflow, trigger the loop)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--config", help="YAML file of monitor settings (any field of flows/monitor_settings.py)")
+    p.add_argument("--config", help="YAML file of monitor settings (any field of "
+                   "flows/orchestration/monitor_settings.py)")
     p.add_argument("--log", default=None, metavar="DIR", help="the production log directory (*.jsonl)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting, value parsed as YAML (e.g. --set min_drifted=2, "
@@ -54,10 +55,10 @@ def _print(summary: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.closed_loop import prefect_api
     from flows.commands.run import parse_sets
-    from flows.monitor import production_monitor
-    from flows.monitor_settings import MonitorSettings
+    from flows.orchestration.closed_loop import prefect_api
+    from flows.orchestration.monitor import production_monitor
+    from flows.orchestration.monitor_settings import MonitorSettings
 
     sets = _nest(parse_sets(args.sets))
     loop = sets.pop("loop", None)

@@ -1,6 +1,6 @@
 """``synthloop run``: run (or resume) the closed loop as a Prefect flow, tracked in MLflow.
 
-Settings come from the embedded defaults (flows/settings.py), then ``--config FILE`` (YAML),
+Settings come from the embedded defaults (flows/orchestration/settings.py), then ``--config FILE`` (YAML),
 then the options below, then ``--set key=value`` for any other setting. Without
 ``PREFECT_API_URL`` Prefect starts a temporary local server for the run; with it the run is
 recorded on that server. Running the same loop (same work directory and settings) again
@@ -36,7 +36,7 @@ ALIASES = {"init_model": ["--init"]}  # shorter names: --init MODEL
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run or resume the closed loop (Prefect flow, MLflow lineage)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--config", help="YAML file of loop settings (any field of flows/settings.py)")
+    p.add_argument("--config", help="YAML file of loop settings (any field of flows/orchestration/settings.py)")
     for name, kind, text in OPTIONS:
         p.add_argument(*ALIASES.get(name, []), "--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                        help=text)
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    from flows.settings import set_value
+    from flows.orchestration.settings import set_value
 
     out: dict[str, Any] = {}
     for item in items:
@@ -85,10 +85,10 @@ def verdict(rows: list[dict[str, Any]]) -> str:
 
 
 def print_plan(settings: Any, cfg: Any) -> None:
-    """What this run is about to do and about how long it should take (flows/plan.py), on stderr."""
+    """What this run is about to do and about how long it should take (flows/loop/plan.py), on stderr."""
     import sys
 
-    from flows.plan import completed_iterations, plan_run
+    from flows.loop.plan import completed_iterations, plan_run
 
     target = completed_iterations(cfg) + settings.add_iterations if settings.add_iterations else None
     for line in plan_run(cfg, iterations=target).lines():
@@ -102,10 +102,10 @@ def print_plan(settings: Any, cfg: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows import workdir_lock
-    from flows.closed_loop import loop_flow, prefect_api, tracking_for
-    from flows.executor import check_cluster
-    from flows.settings import LoopSettings
+    from flows.loop import lock
+    from flows.orchestration.closed_loop import loop_flow, prefect_api, tracking_for
+    from flows.orchestration.executor import check_cluster
+    from flows.orchestration.settings import LoopSettings
 
     given = {name: getattr(args, name) for name, _, _ in OPTIONS if getattr(args, name) is not None}
     settings = LoopSettings.from_file(args.config, **{**given, **parse_sets(args.sets)})  # --set last
@@ -114,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = settings.loop_config()
     check_cluster(settings, cfg.work)  # executor dask with dask_address: workers see the work directory
     # the lock before the server starts; the plan once the loop is ours (a busy loop: one line)
-    with workdir_lock.hold(cfg.work, settings.wait_for_loop_s):
+    with lock.hold(cfg.work, settings.wait_for_loop_s):
         print_plan(settings, cfg)
         with prefect_api():
-            rows = loop_flow(settings)(settings)  # on the executor's task runner (flows/executor.py)
+            rows = loop_flow(settings)(settings)  # on the executor's task runner (flows/orchestration/executor.py)
     print_table(rows)
     print(f"\n{verdict(rows)}")
     t = tracking_for(settings, cfg)

@@ -3,7 +3,7 @@
 Needs a Prefect server (``prefect server start``; ``PREFECT_API_URL`` pointing at it). Runs
 until interrupted; flow runs execute in subprocesses of this one. With ``--monitor-config``,
 also serves ``production-monitor/scheduled`` (every 15 minutes by default), which triggers
-closed-loop/manual when a production window drifts. See deployments/serve.py.
+closed-loop/manual when a production window drifts. See flows/orchestration/deploy.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a loop setting for the default parameters (value parsed as YAML); repeatable")
     p.add_argument("--monitor-config", default=None, metavar="FILE",
-                   help="YAML file of production-monitor settings (flows/monitor_settings.py); serves "
+                   help="YAML file of production-monitor settings (flows/orchestration/monitor_settings.py); serves "
                         "production-monitor/scheduled too (without `loop` it watches the served loop)")
     p.add_argument("--monitor-minutes", type=float, default=None, metavar="M",
                    help="interval of production-monitor/scheduled in minutes (default 15)")
@@ -28,10 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deployments.serve import DEFAULT_CRON, DEFAULT_MONITOR_MINUTES, serve
     from flows.commands.run import parse_sets
-    from flows.monitor_settings import MonitorSettings
-    from flows.settings import LoopSettings
+    from flows.orchestration.deploy import DEFAULT_CRON, DEFAULT_MONITOR_MINUTES, serve
+    from flows.orchestration.monitor_settings import MonitorSettings
+    from flows.orchestration.settings import LoopSettings
 
     settings = LoopSettings.from_file(args.config, **parse_sets(args.sets))
     monitor = None if args.monitor_config is None else MonitorSettings.from_file(args.monitor_config).check()

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.stores import check_url, create_database
+    from flows.orchestration.stores import check_url, create_database
     from generator.errors import ConfigError, redact
 
     given = [("--prefect-db", args.prefect_db, "prefect"), ("--mlflow-db", args.mlflow_db, "sync"),

@@ -12,7 +12,7 @@ step reads only what :mod:`flows.tracking` logged:
 - its failure report on real-val (``report/report.json`` artifact, ``real_val_map50``, the
   ``synthloop.weakest`` tag) — which is what drove the *next* iteration's params.
 
-A warm-started loop (flows/tracking_init.py) ends the walk at its init run: iteration 0's
+A warm-started loop (flows/tracking/warm_start.py) ends the walk at its init run: iteration 0's
 previous run is the run "init" (entry ``iteration`` -1, ``init`` = the checkpoint's path and
 weights sha256), whose report drove iteration 0's params and whose model iteration 0 continued.
 
@@ -29,7 +29,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from flows.tracking import (
+from flows.tracking.model import TAG_RUN
+from flows.tracking.runs import (
     TAG_CONTEXT,
     TAG_ITERATION,
     TAG_KIND,
@@ -39,7 +40,6 @@ from flows.tracking import (
     TAG_WEAKEST,
     client,
 )
-from flows.tracking_model import TAG_RUN
 from generator.errors import ConfigError
 from generator.fmt import number
 from generator.params import distribution_text
@@ -152,7 +152,7 @@ def _entry(c: MlflowClient, run: Run) -> dict[str, Any]:
                    "real_val_map50": run.data.metrics.get("real_val_map50"),
                    "weakest": run.data.tags.get(TAG_WEAKEST)},
         "previous_run_id": run.data.tags.get(TAG_PREVIOUS),
-        # a warm start (flows/tracking_init.py): on the init run ("iteration -1") and iteration 0
+        # a warm start (flows/tracking/warm_start.py): on the init run ("iteration -1") and iteration 0
         "init": ({"path": p["init.path"], "weights_sha256": p.get("init.weights_sha256")}
                  if p.get("init.path") else None),
     }

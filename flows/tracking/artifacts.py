@@ -1,5 +1,5 @@
 """Files and pictures of one loop iteration on its MLflow runs (called by
-:func:`flows.tracking.log_iteration`).
+:func:`flows.tracking.iteration.log_iteration`).
 
 Child run of iteration *k*::
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from flows.loop_state import LoopHistory
+from flows.loop.state import LoopHistory
 
 REPORT_FILES = ("report.json", "report.md", "slices.csv", "gallery.png")
 TABLE = "report/slices_table.json"

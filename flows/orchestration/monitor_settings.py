@@ -4,7 +4,7 @@ the trigger rule :func:`decide`.
     settings = MonitorSettings.from_file("monitor.yaml", log="prod/log")   # file + overrides
     settings.check()                                                        # fail fast, one line
 
-Defaults come from the loop the monitor watches (``loop``, a :class:`~flows.settings.LoopSettings`
+Defaults come from the loop the monitor watches (``loop``, a :class:`~flows.orchestration.settings.LoopSettings`
 dict): the drift reference is every shard in the loop's ``history.json``, the real-val report
 its latest iteration's ``iter_k/report/report.json``, the operating score threshold that
 report's. A triggered loop run gets ``{**loop, "production": <window dir>, "add_iterations":
@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from flows.loop_state import HISTORY_FILE, LoopHistory
-from flows.settings import DATA_DIR, FileSettings, LoopSettings
+from flows.loop.state import HISTORY_FILE, LoopHistory
+from flows.orchestration.settings import DATA_DIR, FileSettings, LoopSettings
 from generator.errors import ConfigError, field_error
 
 DEFAULT_DEPLOYMENT = "closed-loop/manual"

@@ -1,4 +1,4 @@
-"""A warm start's pre-step in MLflow (flows/warm_start.py): one child run "init" per loop.
+"""A warm start's pre-step in MLflow (flows/loop/warm_start.py): one child run "init" per loop.
 
 ::
 
@@ -26,16 +26,16 @@ from typing import Any
 
 from mlflow.entities import LoggedModelInput
 
-from flows.tracking import (
+from flows.tracking.artifacts import REPORT_FILES
+from flows.tracking.iteration import _log_metrics, _log_parent_curve, _read_json
+from flows.tracking.model import log_model
+from flows.tracking.runs import (
     TAG_FLOW_RUN,
     TAG_ITERATION,
     TAG_KIND,
     TAG_PARENT,
     TAG_WEAKEST,
     Tracking,
-    _log_metrics,
-    _log_parent_curve,
-    _read_json,
     _set_tags,
     client,
     close_run,
@@ -43,8 +43,6 @@ from flows.tracking import (
     log_params,
     open_child,
 )
-from flows.tracking_artifacts import REPORT_FILES
-from flows.tracking_model import log_model
 from generator.errors import is_number
 
 KIND_INIT = "init"

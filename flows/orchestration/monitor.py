@@ -1,15 +1,15 @@
 """The production monitor as a Prefect flow: new production records → signals → MLflow → the
 loop, when production has moved.
 
-    production_monitor(settings)              one MonitorSettings parameter (flows/monitor_settings.py)
+    production_monitor(settings)              one MonitorSettings parameter (flows/orchestration/monitor_settings.py)
       read-window        records since the watermark        evaluator.production.read_window
       window-signals     drift, proxies, reviewed errors    window_signals (+ merge_reports with the
                                                             loop's latest real-val report)
       freeze-window      WINDOWS/<window id>/               records, frames, signals, merged report
-      (decide)           drift or failure past threshold    flows.monitor_settings.decide
+      (decide)           drift or failure past threshold    flows.orchestration.monitor_settings.decide
       trigger-loop       run_deployment(closed-loop/manual, {settings: {**loop, production: WINDOW,
                                                             add_iterations: 1}}), recorded in trigger.json
-      log-window         MLflow run "window <id>"           flows.monitor_tracking
+      log-window         MLflow run "window <id>"           flows.tracking.windows
       commit-watermark   LOG/ingest-state.json              evaluator.production.commit
 
 A window without new valid records (``NoData``) is logged (status ``no_data``) and committed,
@@ -35,9 +35,9 @@ from prefect.cache_policies import NO_CACHE
 
 from evaluator.production import NoData, Window, commit, read_window
 from evaluator.production.frozen import freeze_window, is_frozen, read_json, read_trigger, write_trigger
-from flows.closed_loop import IO_RETRY, _flow_run_id
-from flows.monitor_settings import MonitorSettings, decide, default_reference, default_val_report
-from flows.settings import UNATTENDED_WAIT_S
+from flows.orchestration.closed_loop import IO_RETRY, _flow_run_id
+from flows.orchestration.monitor_settings import MonitorSettings, decide, default_reference, default_val_report
+from flows.orchestration.settings import UNATTENDED_WAIT_S
 from generator.errors import ConfigError
 
 __all__ = ["MonitorSettings", "production_monitor"]
@@ -114,11 +114,11 @@ def trigger_loop(settings: MonitorSettings, window_dir: Path, window_id: str) ->
 @task(name="log-window", cache_policy=NO_CACHE, **IO_RETRY)
 def log_to_mlflow(settings: MonitorSettings, signals: dict[str, Any], decision: dict[str, Any],
                   trigger: dict[str, Any] | None, window_dir: Path | None, flow_run_id: str | None) -> str:
-    from flows import tracking
-    from flows.monitor_tracking import log_window
-    from flows.settings import DATA_DIR
+    from flows.orchestration.settings import DATA_DIR
+    from flows.tracking import runs
+    from flows.tracking.windows import log_window
 
-    uri = settings.tracking_uri or settings.loop_settings().tracking_uri or tracking.default_tracking_uri(DATA_DIR)
+    uri = settings.tracking_uri or settings.loop_settings().tracking_uri or runs.default_tracking_uri(DATA_DIR)
     return log_window(uri, settings.default_experiment(), signals, decision, trigger, window_dir, flow_run_id)
 
 

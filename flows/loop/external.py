@@ -1,7 +1,7 @@
 """Your own detector in the loop: an external train command and predict command.
 
-With ``LoopConfig.external_train`` and ``external_predict`` set, :func:`flows.loop.train_step`
-and :func:`flows.loop.evaluate_step` (and the warm start's init evaluation) run these commands
+With ``LoopConfig.external_train`` and ``external_predict`` set, :func:`flows.loop.steps.train_step`
+and :func:`flows.loop.steps.evaluate_step` (and the warm start's init evaluation) run these commands
 instead of the built-in CenterNet; everything else (render, the evaluator, the policy, history,
 MLflow) is unchanged. The contract (docs/trainer.md, "Your own model in the loop"):
 

@@ -39,7 +39,7 @@ from typing import Any
 from generator.errors import ConfigError, field_error, is_int
 
 EXECUTORS = ("process", "dask")
-PROBE_PREFIX = ".tmp-dask-probe-"  # a loop's own temporary name (flows.loop_state.OWN): never mistaken for data
+PROBE_PREFIX = ".tmp-dask-probe-"  # a loop's own temporary name (flows.loop.state.OWN): never mistaken for data
 CONNECT_TIMEOUT_S = 10.0
 _ADDRESS = re.compile(r"^((tcp|tls|inproc|ucx)://)?[^\s/:]+(:\d+)?$")
 

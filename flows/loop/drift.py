@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from generator import atomic
 
 if TYPE_CHECKING:
-    from flows.loop_state import LoopConfig
+    from flows.loop.state import LoopConfig
     from generator.params import GenerationParams
     from generator.scenario import Scenario
 

@@ -29,7 +29,7 @@ from generator.errors import ConfigError
 RECIPE_FILE = "recipe.json"
 RECIPE_FORMAT = "synthloop-base-model/1"
 # Where the project keeps its base models (package data beside the trainer that loads them).
-BASE_MODELS = Path(__file__).resolve().parent.parent / "trainer" / "base_models"
+BASE_MODELS = Path(__file__).resolve().parents[2] / "trainer" / "base_models"
 
 
 @dataclass(frozen=True)

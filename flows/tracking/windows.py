@@ -1,4 +1,4 @@
-"""MLflow record of the production monitor: one run per window (called by :mod:`flows.monitor`).
+"""MLflow record of the production monitor: one run per window (called by :mod:`flows.orchestration.monitor`).
 
 ::
 
@@ -26,8 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flows import tracking
-from flows.tracking import TAG_FLOW_RUN, TAG_KIND, TAG_WINDOW
+from flows.tracking import runs
+from flows.tracking.iteration import _log_metrics
+from flows.tracking.runs import TAG_FLOW_RUN, TAG_KIND, TAG_WINDOW
 from generator.errors import is_number
 
 KIND = "production-window"
@@ -74,9 +75,9 @@ def _tags(signals: dict[str, Any], decision: dict[str, Any], trigger: dict[str, 
 
 
 def _open_run(uri: str, experiment: str, window_id: str) -> str:
-    c = tracking.client(uri)
-    eid = tracking.experiment_id(tracking.Tracking(uri, experiment, "unused"))
-    found = tracking._find_runs(c, eid, {TAG_KIND: KIND, TAG_WINDOW: window_id})
+    c = runs.client(uri)
+    eid = runs.experiment_id(runs.Tracking(uri, experiment, "unused"))
+    found = runs._find_runs(c, eid, {TAG_KIND: KIND, TAG_WINDOW: window_id})
     if found:
         return str(found[0].info.run_id)
     run = c.create_run(eid, run_name=f"window {window_id}", tags={TAG_KIND: KIND, TAG_WINDOW: window_id})
@@ -89,11 +90,11 @@ def log_window(uri: str, experiment: str, signals: dict[str, Any], decision: dic
     """Log one window (see the module docstring); returns the run id. Idempotent."""
     from generator import atomic
 
-    c = tracking.client(uri)
+    c = runs.client(uri)
     run_id = _open_run(uri, experiment, str((signals.get("window") or {})["id"]))
     have = c.get_run(run_id).data.metrics
-    tracking._log_metrics(c, run_id, 0, window_metrics(signals, decision), set(have))
-    tracking._set_tags(c, run_id, _tags(signals, decision, trigger, window_dir, flow_run_id))
+    _log_metrics(c, run_id, 0, window_metrics(signals, decision), set(have))
+    runs._set_tags(c, run_id, _tags(signals, decision, trigger, window_dir, flow_run_id))
     listing = {f.path for f in c.list_artifacts(run_id)}
     if window_dir is not None:
         for name in FILES:

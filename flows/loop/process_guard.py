@@ -6,7 +6,7 @@ pool), the runs a ``synthloop serve`` launches. Three ways they used to outlive 
 * **Ctrl-C** reaches the whole foreground process group. The temporary Prefect server (uvicorn)
   stopped at once, and the flow then retried reporting its crash to the dead server for minutes
   while the render workers idled beside it. The server now runs in a session of its own
-  (:func:`flows.closed_loop.prefect_api`), so it is there to record the crash and is stopped last.
+  (:func:`flows.orchestration.closed_loop.prefect_api`), so it is there to record the crash and is stopped last.
 * **SIGINT or SIGTERM to the main pid only** (``kill PID``, a supervisor's stop): the workers went
   on rendering their shard, and SIGTERM ended the main process without its ``finally`` blocks,
   leaving the server running. Both signals now take the Ctrl-C path (:func:`stop_signals`): the
@@ -115,7 +115,7 @@ def guard(grace_s: float = GRACE_S) -> Iterator[None]:
     old_env = os.environ.get(TREE_ENV)
     os.environ[TREE_ENV] = f"{old_env}:{token}" if old_env else token
     reaper = subprocess.Popen(
-        [sys.executable, "-c", f"from flows.process_guard import reap; reap({token!r})"],
+        [sys.executable, "-c", f"from flows.loop.process_guard import reap; reap({token!r})"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
     _state.clear()
     _state.update(token=token, grace_s=grace_s)

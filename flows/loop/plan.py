@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from flows.loop_state import LoopConfig, LoopHistory
+from flows.loop.state import LoopConfig, LoopHistory
 from generator.real.splits import has_real_set
 
 __all__ = ["MEASURED", "Rates", "RunPlan", "completed_iterations", "plan_run"]
@@ -71,7 +71,7 @@ def completed_iterations(cfg: LoopConfig) -> int:
 
 
 def pre_step_pending(cfg: LoopConfig) -> bool:
-    """A warm start whose pre-step (flows/warm_start.py: evaluate the init model) has not run yet."""
+    """A warm start whose pre-step (flows/loop/warm_start.py: evaluate the init model) has not run yet."""
     if cfg.init_model is None:
         return False
     try:

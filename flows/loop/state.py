@@ -50,7 +50,7 @@ class LoopConfig:
     the study name (default ``<scenario>-<policy>-seed<seed>``). ``latest_weight`` is the
     sampling weight of the newest shard relative to older ones (1 = plain concatenation).
     ``production`` is a frozen production window merged into every report this run's
-    iterations give the policy (:func:`flows.loop.production_step`).
+    iterations give the policy (:func:`flows.loop.steps.production_step`).
     """
 
     workdir: str
@@ -77,7 +77,7 @@ class LoopConfig:
     study: str | None = None
     loop_id: str | None = None
     # warm start: a model directory (`synthloop train`'s model.json + model.pt) the loop improves;
-    # it is evaluated on real-val before iteration 0 renders (flows/warm_start.py). None: cold start
+    # it is evaluated on real-val before iteration 0 renders (flows/loop/warm_start.py). None: cold start
     init_model: str | None = None
     eval_resamples: int = 200
     # the evaluator's operating point for recall and slices: a few minutes of CPU training gives
@@ -92,17 +92,17 @@ class LoopConfig:
     # replay buffer: synthetic shards trained on in every iteration beside the loop's own (e.g.
     # the data the init model was trained on), so a warm-started model does not forget the
     # basics while it adapts to a few hundred new images; together they make `replay_share` of
-    # the training samples (flows.loop.train_data)
+    # the training samples (flows.loop.steps.train_data)
     replay: list[str] | None = None
     replay_share: float = 0.5
     # policy "mixture" only: the calibrated base params file (`synthloop calibrate`'s output);
     # None = uniform base. Read with policy.mixture.load_base when the policy is built.
     policy_base: str | None = None
     # mixture/calibrated with a drifted production window: re-fit the base to the window's frames
-    # first (flows.drift_calibration): Optuna trials of that many rendered images; 0 turns it off
+    # first (flows.loop.drift): Optuna trials of that many rendered images; 0 turns it off
     drift_calibration_trials: int = 16
     drift_calibration_images: int = 32
-    # your own detector (flows/external.py, docs/trainer.md "Your own model in the loop"): the
+    # your own detector (flows/loop/external.py, docs/trainer.md "Your own model in the loop"): the
     # commands (a string, shell-split, or an argv list) that train a model directory and write
     # COCO detections from it, each given a JSON request file; None: the built-in CenterNet
     external_train: str | list[str] | None = None
@@ -138,11 +138,11 @@ class LoopConfig:
                 raise field_error("loop.production", "must be a window directory path or null", self.production)
 
             read_info(self.production)
-        from flows.external import check_settings
+        from flows.loop.external import check_settings
 
         check_settings(self.external_train, self.external_predict)  # both or neither, each on PATH
         self._check_choices()
-        from flows.loop_checks import check_runnable
+        from flows.loop.checks import check_runnable
 
         check_runnable(self)  # scenario exists, image size and device usable: before anything is written
         if self.policy_base is not None:
@@ -186,17 +186,17 @@ class LoopConfig:
         if self.objective not in ("map50", "recall", "slice_recall"):
             raise field_error("loop.objective", "must be one of map50, recall, slice_recall", self.objective)
         if self.init_model is not None and self.external:
-            from flows.external import check_model_dir
+            from flows.loop.external import check_model_dir
 
             check_model_dir("init_model", self.init_model)  # your detector's directory: hashed, not loaded
         elif self.init_model is not None:
-            from flows.warm_start import check_init_model
+            from flows.loop.checks import check_init_model
 
             check_init_model(self.init_model, self.scenario)
 
     @property
     def external(self) -> bool:
-        """True when the loop trains and evaluates an external detector (flows/external.py)."""
+        """True when the loop trains and evaluates an external detector (flows/loop/external.py)."""
         return self.external_train is not None
 
     @property
@@ -301,10 +301,10 @@ class LoopHistory:
     workdir: Path
     config: dict[str, Any]
     entries: list[IterationRecord] = field(default_factory=list)
-    # a warm start's pre-step (flows/warm_start.py: init model, its report, the first decision);
+    # a warm start's pre-step (flows/loop/warm_start.py: init model, its report, the first decision);
     # None for a cold start or before the pre-step finished
     init: dict[str, Any] | None = None
-    # this loop's identity in MLflow (flows/tracking.py: the parent run's synthloop.loop_uid tag):
+    # this loop's identity in MLflow (flows/tracking/runs.py: the parent run's synthloop.loop_uid tag):
     # made once per work directory by :meth:`identity`, kept when the directory moves
     uid: str | None = None
 
@@ -381,7 +381,7 @@ class LoopHistory:
                               "choose another workdir or remove it") from exc
         _check_same_loop(data.get("config") or {}, cfg)
         if data.get("init") is not None:
-            from flows.warm_start import check_resumed_init
+            from flows.loop.checks import check_resumed_init
 
             check_resumed_init(data["init"], cfg)
         new = cfg.to_dict()

@@ -1,6 +1,6 @@
 """The closed-loop flow's one parameter: :class:`LoopSettings` (a pydantic model).
 
-Every field of :class:`flows.loop_state.LoopConfig` (same names, types and defaults: that
+Every field of :class:`flows.loop.state.LoopConfig` (same names, types and defaults: that
 dataclass stays the single source of truth and the model is built from it), plus what only
 the product layer needs: where MLflow tracks (``tracking_uri``, ``experiment``,
 ``model_name``) and ``add_iterations`` (grow the loop by N iterations per run, for
@@ -12,7 +12,7 @@ Prefect deployment takes it as a parameter and the Prefect UI renders a form for
 
 Unknown keys are refused by name (``extra="forbid"``); every value error is one line naming
 the field. ``loop_config()`` checks everything before anything is written, including what needs
-a library (:mod:`flows.loop_checks`): the scenario exists, ``width``/``height`` (or the
+a library (:mod:`flows.loop.checks`): the scenario exists, ``width``/``height`` (or the
 scenario's) lie in the renderer's [16, 4096], ``device`` is auto/cpu/cuda and usable. A
 non-UTF-8 ``--config`` file or a ``--set`` value that is not YAML is one line too.
 """
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from flows.loop_state import LoopConfig
+from flows.loop.state import LoopConfig
 from generator.errors import ConfigError, field_error
 
 DATA_DIR = Path("runs")  # the project's data directory (relative to the working directory)
@@ -104,7 +104,7 @@ class _Product(FileSettings):
     add_iterations: int = Field(default=0, ge=0)
     # another run holds the loop's work directory: wait this long for it, then fail (0: at once)
     wait_for_loop_s: float = Field(default=0.0, ge=0)
-    # where the parallel steps (render tasks) run (flows/executor.py, docs/orchestration.md "Scaling
+    # where the parallel steps (render tasks) run (flows/orchestration/executor.py, docs/orchestration.md "Scaling
     # out"): "process" (this machine's process pool) or "dask"; how the flow runs, not what the loop
     # computes, so not in history.json and free to change on a resume
     executor: str = "process"
@@ -126,16 +126,16 @@ _Base: type[BaseModel] = create_model("_LoopSettingsBase", __base__=_Product, **
 
 
 class LoopSettings(_Base):  # type: ignore[misc, valid-type]
-    """All settings of one closed loop (see :class:`flows.loop_state.LoopConfig` for the loop's)."""
+    """All settings of one closed loop (see :class:`flows.loop.state.LoopConfig` for the loop's)."""
 
     def loop_config(self) -> LoopConfig:
         """The library-level config, validated (raises ConfigError naming the field)."""
-        from flows.executor import check_settings
+        from flows.orchestration.executor import check_settings
 
         check_settings(self.executor, self.dask_address, self.dask_workers, self.dask_gpu)
         names = {f.name for f in dataclasses.fields(LoopConfig)}
         cfg = LoopConfig(**{k: v for k, v in self.model_dump().items() if k in names}).validate()
-        from flows.stores import check_loop_stores
+        from flows.orchestration.stores import check_loop_stores
 
         check_loop_stores(self.tracking_uri, cfg.study)  # a database server: reachable, before anything is written
         return cfg

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.loop_state import check_workdir
+from flows.loop.state import check_workdir
 from generator.errors import BusyError
 
 LOCK_NAME = ".loop.lock"

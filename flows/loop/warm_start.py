@@ -36,14 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flows.loop.checks import check_init_model
 from generator import atomic
-from generator.errors import ConfigError, DataError, ShardError, field_error
+from generator.errors import ConfigError, DataError, ShardError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flows.loop import EvalStep, PolicyStep
-    from flows.loop_state import LoopConfig, LoopHistory
+    from flows.loop.state import LoopConfig, LoopHistory
+    from flows.loop.steps import EvalStep, PolicyStep
     from generator.params import GenerationParams
 
 INIT_DIR = "init"
@@ -72,56 +73,6 @@ def init_path(cfg: LoopConfig) -> Path | None:
     return None if cfg.init_model is None else Path(cfg.init_model).resolve()
 
 
-def check_init_model(path: Any, scenario: str) -> dict[str, Any]:
-    """Refuse an init model that does not load or was trained for another scenario or class
-    list (one ConfigError line naming ``loop.init_model``); return its identity
-    ``{"path", "weights_sha256", "fingerprint"}``."""
-    from generator.scenario import load_scenario
-    from generator.shard import sha256_file
-    from trainer.checkpoint import load_checkpoint
-
-    if not isinstance(path, str) or not path:
-        raise field_error("loop.init_model", "must be a model directory path or null", path)
-    fix = "pass a directory written by `synthloop train` (model.json + model.pt) or drop init_model"
-    try:
-        detector, _, meta = load_checkpoint(path)
-        sha = sha256_file(Path(path) / "model.pt")
-    except (ConfigError, OSError) as exc:
-        raise ConfigError(f"loop.init_model: {path!r} does not load ({exc}); {fix}") from None
-    if sha != meta.get("weights_sha256"):
-        raise ConfigError(f"loop.init_model: {path!r} model.pt has sha256 {sha[:12]}…, but its model.json "
-                          f"records {str(meta.get('weights_sha256'))[:12]}…; {fix}")
-    sc = load_scenario(scenario)
-    if meta.get("scenario") not in (None, "", sc.name):
-        raise field_error("loop.init_model", f"must be a model of the loop's scenario {sc.name!r}",
-                          f"{path} (scenario {meta.get('scenario')!r})", "train one for this scenario")
-    if list(detector.classes) != list(sc.classes):
-        raise field_error("loop.init_model", f"must have the scenario's classes {sc.classes}",
-                          f"{path} (classes {detector.classes})", "train one for this scenario")
-    return {"path": str(Path(path).resolve()), "weights_sha256": sha, "fingerprint": meta.get("fingerprint")}
-
-
-def check_resumed_init(recorded: dict[str, Any] | None, cfg: LoopConfig) -> None:
-    """A resumed warm-started loop must start from the same weights it recorded."""
-    from generator.shard import sha256_file
-
-    if recorded is None or cfg.init_model is None:
-        return
-    try:
-        if cfg.external:  # your detector's directory: its content hash (flows/external.py)
-            from flows.external import dir_sha256
-
-            sha = dir_sha256(cfg.init_model)
-        else:
-            sha = sha256_file(Path(cfg.init_model) / "model.pt")
-    except OSError:
-        sha = "unreadable"
-    if sha != recorded.get("weights_sha256"):
-        raise ConfigError(f"loop.init_model: the work directory {cfg.workdir!r} started from weights sha256 "
-                          f"{str(recorded.get('weights_sha256'))[:12]}…, but {cfg.init_model!r} now has "
-                          f"{sha[:12]}…; restore that model or choose another workdir")
-
-
 def condition_shards(cfg: LoopConfig) -> list[Path]:
     """The synthetic shards the init model trained on that are still on disk with their
     recorded fingerprint (absolute paths; [] when none is left)."""
@@ -147,7 +98,7 @@ def condition_shards(cfg: LoopConfig) -> list[Path]:
 
 def probe_job(cfg: LoopConfig) -> Any:
     """The probe shard's RenderJob: ``images_per_iteration`` images of the starting params."""
-    from flows.loop import _scenario, starting_params
+    from flows.loop.steps import _scenario, starting_params
     from generator.pipeline import RenderJob
 
     sc = _scenario(cfg)
@@ -175,16 +126,16 @@ def evaluate_init(cfg: LoopConfig) -> EvalStep:
     """Evaluate the init model on real-val into ``WORK/init/report`` (the first policy input)."""
     from evaluator.evaluate import EvalOptions
     from evaluator.run import evaluate_model, headline
-    from flows.loop import EvalStep
+    from flows.loop.steps import EvalStep
 
     model = init_path(cfg)
     if model is None:
         raise ConfigError("evaluate_init: the loop has no init_model; nothing to evaluate")
     opts = EvalOptions(resamples=cfg.eval_resamples, seed=init_seed(cfg.seed), score_threshold=cfg.score_threshold)
     t0 = time.perf_counter()
-    if cfg.external:  # your detector's predict command, then the same evaluator (flows/external.py)
-        from flows.external import DIR
-        from flows.loop import external_evaluation
+    if cfg.external:  # your detector's predict command, then the same evaluator (flows/loop/external.py)
+        from flows.loop.external import DIR
+        from flows.loop.steps import external_evaluation
 
         path, ev = external_evaluation(cfg, model, "real-val", init_dir(cfg) / "report", init_dir(cfg) / DIR,
                                        opts.seed)
@@ -200,7 +151,7 @@ def decide_init(cfg: LoopConfig, val_report: dict[str, Any], shards: list[Path])
     """The policy's first decision, from the init report and the conditions of ``shards``
     (:func:`condition_shards`, else the probe): ``WORK/init/decision.json`` (its params are
     iteration 0's)."""
-    from flows.loop import PolicyStep, _refuse_held_out, _scenario, make_loop_policy, starting_params
+    from flows.loop.steps import PolicyStep, _refuse_held_out, _scenario, make_loop_policy, starting_params
     from generator.params import GenerationParams, validate_params
     from policy.base import PolicyInputs
 
@@ -218,10 +169,10 @@ def decide_init(cfg: LoopConfig, val_report: dict[str, Any], shards: list[Path])
 
 def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep, shards: list[Path]) -> dict[str, Any]:
     """history.json's ``init`` block (paths relative to the work directory, the model's absolute)."""
-    from flows.loop import _rel
+    from flows.loop.steps import _rel
 
-    if cfg.external:  # your detector's directory, recorded by content hash (flows.external.dir_sha256)
-        from flows.external import dir_sha256
+    if cfg.external:  # your detector's directory, recorded by content hash (flows.loop.external.dir_sha256)
+        from flows.loop.external import dir_sha256
 
         assert cfg.init_model is not None
         ident = {"path": str(Path(cfg.init_model).resolve()), "weights_sha256": dir_sha256(cfg.init_model),
@@ -245,7 +196,7 @@ def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep, shards: list[Path])
 
 def init_params(cfg: LoopConfig) -> GenerationParams:
     """Iteration 0's params of a warm-started loop: the init decision's."""
-    from flows.loop import _scenario
+    from flows.loop.steps import _scenario
     from generator.params import GenerationParams, validate_params
 
     path = init_dir(cfg) / "decision.json"

@@ -17,7 +17,7 @@ import re
 from typing import Any
 from uuid import UUID
 
-from flows.loop_state import IterationRecord, LoopConfig
+from flows.loop.state import IterationRecord, LoopConfig
 from generator.fmt import number
 
 __all__ = ["change_rows", "init_row", "iteration_artifacts", "iteration_markdown", "loop_progress", "summary_row",
@@ -90,7 +90,7 @@ def iteration_artifacts(cfg: LoopConfig, t: Any, record: IterationRecord, tracke
     """Publish iteration ``record``'s Markdown summary and change table to Prefect."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from flows.tracking import client
+    from flows.tracking.runs import client
 
     exp = client(t.uri).get_experiment_by_name(t.experiment)
     link = mlflow_link(t.uri, exp.experiment_id if exp else None, tracked["run_id"])

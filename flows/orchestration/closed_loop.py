@@ -1,9 +1,9 @@
 """The closed loop as a Prefect flow: each step a task calling a library, lineage in MLflow.
 
-    closed_loop(settings)                       one LoopSettings parameter (flows/settings.py)
+    closed_loop(settings)                       one LoopSettings parameter (flows/orchestration/settings.py)
       prepare real data                         built once, reused after
       open the loop's MLflow parent run         found again on a resume
-      with settings.init_model (warm start, once per loop; flows/warm_start.py):
+      with settings.init_model (warm start, once per loop; flows/loop/warm_start.py):
         evaluate    init/report                 the init model on real-val
         probe       init/probe                  only when the init model's training shards are
                                                 gone: synthetic conditions for the policy
@@ -53,19 +53,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from flows import (
-    executor,
-    loop,
-    process_guard,
-    publish,
-    tracking,
-    tracking_init,
-    tracking_model,
-    warm_start,
-    workdir_lock,
-)
-from flows.loop_state import IterationRecord, LoopConfig, LoopHistory
-from flows.settings import DATA_DIR, LoopSettings
+from flows.loop import lock, process_guard, steps, warm_start
+from flows.loop import run as driver
+from flows.loop.state import IterationRecord, LoopConfig, LoopHistory
+from flows.orchestration import executor, publish
+from flows.orchestration.settings import DATA_DIR, LoopSettings
+from flows.tracking import iteration, runs
+from flows.tracking import model as tracking_model
+from flows.tracking import warm_start as tracking_init
 from generator.params import GenerationParams
 from generator.workers import exit_on_sigint
 
@@ -85,7 +80,7 @@ def _io_error(task: Any, task_run: Any, state: Any) -> bool:
 
 def _shard_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Render tasks are cached on the shard's fingerprint and its place (computed before rendering)."""
-    return f"synthloop-shard-{parameters['fingerprint']}-{loop._rel(parameters['cfg'], parameters['out'])}"
+    return f"synthloop-shard-{parameters['fingerprint']}-{steps._rel(parameters['cfg'], parameters['out'])}"
 
 
 IO_RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": _io_error}
@@ -93,63 +88,63 @@ IO_RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2, "retry_condi
 
 @task(name="prepare-real-data", cache_policy=NO_CACHE, **IO_RETRY)
 def prepare_real_data(cfg: LoopConfig) -> Path:
-    return loop.prepare_real(cfg).root
+    return steps.prepare_real(cfg).root
 
 
 @task(name="params", cache_policy=NO_CACHE, **IO_RETRY)
 def choose_params(cfg: LoopConfig, k: int) -> GenerationParams:
-    params = loop.iteration_params(cfg, k)
-    loop.write_params(cfg, k, params)
+    params = driver.iteration_params(cfg, k)
+    steps.write_params(cfg, k, params)
     return params
 
 
 @task(name="render-shard", task_run_name="render-iter{k}-part{part}", cache_key_fn=_shard_key,
       persist_result=True, **IO_RETRY)
 def render_shard(cfg: LoopConfig, k: int, params: GenerationParams, part: int, fingerprint: str,
-                 out: Path) -> loop.RenderStep:
-    return loop.render_step(cfg, k, params, part)
+                 out: Path) -> steps.RenderStep:
+    return steps.render_step(cfg, k, params, part)
 
 
 @task(name="repair-shard", task_run_name="repair-iter{k}-part{part}", cache_policy=NO_CACHE, **IO_RETRY)
-def repair_shard(cfg: LoopConfig, k: int, part: int, out: Path, fingerprint: str) -> loop.RenderStep:
-    return loop.repair_shard(cfg, k, part, out, fingerprint)
+def repair_shard(cfg: LoopConfig, k: int, part: int, out: Path, fingerprint: str) -> steps.RenderStep:
+    return steps.repair_shard(cfg, k, part, out, fingerprint)
 
 
 def repair_finished(cfg: LoopConfig, history: LoopHistory) -> None:
     """Re-render, in the process pool, every damaged or missing shard of the completed
     iterations (later iterations train on all of them) and note it in history.json."""
-    damaged = loop.damaged_shards(history)
+    damaged = steps.damaged_shards(history)
     futures = [(k, repair_shard.submit(cfg, k, part, path, fp)) for k, part, path, fp, _ in damaged]
     repaired = [(k, f.result()) for k, f in futures]
     if executor.on_dask():  # what a worker lost mid-repair left (its task ran again elsewhere)
         for k in sorted({k for k, _ in repaired}):
-            loop.remove_partial(cfg.iter_dir(k))
-    loop.note_repairs(cfg, history, repaired)
+            steps.remove_partial(cfg.iter_dir(k))
+    steps.note_repairs(cfg, history, repaired)
 
 
 @task(name="train", task_run_name="train-iter{k}", cache_policy=NO_CACHE)
-def train(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -> loop.TrainStep:
-    return loop.train_step(cfg, k, shards, init)
+def train(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -> steps.TrainStep:
+    return steps.train_step(cfg, k, shards, init)
 
 
 @task(name="evaluate-real-val", task_run_name="evaluate-iter{k}", cache_policy=NO_CACHE)
-def evaluate(cfg: LoopConfig, k: int, model: Path) -> loop.EvalStep:
-    return loop.evaluate_step(cfg, k, model, "real-val")
+def evaluate(cfg: LoopConfig, k: int, model: Path) -> steps.EvalStep:
+    return steps.evaluate_step(cfg, k, model, "real-val")
 
 
 @task(name="evaluate-production", task_run_name="production-iter{k}", cache_policy=NO_CACHE)
 def assess_production(cfg: LoopConfig, k: int, report: dict[str, Any], shards: list[Path]) -> dict[str, Any] | None:
-    return loop.production_step(cfg, k, report, shards)
+    return steps.production_step(cfg, k, report, shards)
 
 
 @task(name="policy", task_run_name="policy-iter{k}", cache_policy=NO_CACHE, **IO_RETRY)
 def decide(cfg: LoopConfig, k: int, report: dict[str, Any], params: GenerationParams,
-           shards: list[Path]) -> loop.PolicyStep:
-    return loop.policy_step(cfg, k, [report], params, shards)
+           shards: list[Path]) -> steps.PolicyStep:
+    return steps.policy_step(cfg, k, [report], params, shards)
 
 
 @task(name="evaluate-init-model", cache_policy=NO_CACHE)
-def evaluate_init(cfg: LoopConfig) -> loop.EvalStep:
+def evaluate_init(cfg: LoopConfig) -> steps.EvalStep:
     return warm_start.evaluate_init(cfg)
 
 
@@ -159,18 +154,18 @@ def render_probe(cfg: LoopConfig) -> Path:
 
 
 @task(name="policy-init", cache_policy=NO_CACHE, **IO_RETRY)
-def decide_init(cfg: LoopConfig, report: dict[str, Any], shards: list[Path]) -> loop.PolicyStep:
+def decide_init(cfg: LoopConfig, report: dict[str, Any], shards: list[Path]) -> steps.PolicyStep:
     return warm_start.decide_init(cfg, report, shards)
 
 
 @task(name="track-init", cache_policy=NO_CACHE, **IO_RETRY)
-def track_init(t: tracking.Tracking, parent: str, cfg: LoopConfig, init: dict[str, Any],
+def track_init(t: runs.Tracking, parent: str, cfg: LoopConfig, init: dict[str, Any],
                flow_run_id: str | None) -> str:
     """Log the warm start's pre-step on its MLflow run "init" and register the init model (idempotent)."""
     return tracking_init.track_init(t, parent, cfg.work, init, flow_run_id)
 
 
-def pre_step(t: tracking.Tracking, parent: str, cfg: LoopConfig, history: LoopHistory,
+def pre_step(t: runs.Tracking, parent: str, cfg: LoopConfig, history: LoopHistory,
              flow_run_id: str | None) -> str | None:
     """Warm start: evaluate the init model and decide params_0 (once), track it; the init run's
     id (iteration 0's previous run), or None for a cold start."""
@@ -187,25 +182,25 @@ def pre_step(t: tracking.Tracking, parent: str, cfg: LoopConfig, history: LoopHi
 
 
 @task(name="track-iteration", task_run_name="track-iter{k}", cache_policy=NO_CACHE, **IO_RETRY)
-def track(t: tracking.Tracking, parent: str, k: int, previous: str | None, cfg: LoopConfig,
+def track(t: runs.Tracking, parent: str, k: int, previous: str | None, cfg: LoopConfig,
           record: dict[str, Any], flow_run_id: str | None, init: dict[str, Any] | None = None) -> dict[str, Any]:
     """Log iteration ``k`` to its MLflow child run and register its model (idempotent);
     ``init``: a warm start's init block, for iteration 0 (``previous`` is then the init run)."""
-    run_id, finished = tracking.open_iteration_run(t, parent, k, previous, flow_run_id)
+    run_id, finished = runs.open_iteration_run(t, parent, k, previous, flow_run_id)
     if finished:
         return {"run_id": run_id, "model": None, "already": True}
     if init is not None and previous is not None:
         tracking_init.log_init_input(t, run_id, previous, init)
     window = (record.get("production") or {}).get("path")
-    tracking.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict(),
+    iteration.log_iteration(t, run_id, parent, cfg.work, record, cfg.to_dict(),
                            production=None if window is None else cfg.work / window)
     model = tracking_model.log_model(t, run_id, cfg.work / record["train"]["path"], k, record["evaluate"]["map50"],
                                external_sha256=record["train"].get("sha256") if cfg.external else None)
-    tracking.close_run(t, run_id)
+    runs.close_run(t, run_id)
     return {"run_id": run_id, "model": model, "already": False}
 
 
-def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.RenderStep]:
+def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[steps.RenderStep]:
     """Submit every shard of iteration ``k`` to the process pool; re-render a cached result
     whose shard is no longer on disk intact (the shard, not Prefect's cache, is the truth:
     every file is checked against its manifest sha256)."""
@@ -214,17 +209,17 @@ def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[loop.R
     from generator.pipeline import shard_problem
 
     t0 = time.perf_counter()
-    n = len(loop.part_sizes(cfg.images_per_iteration, cfg.render_shards))
-    jobs = [(i, loop.render_job(cfg, k, params, i).fingerprint(), cfg.iter_dir(k) / f"shard-{i}") for i in range(n)]
+    n = len(steps.part_sizes(cfg.images_per_iteration, cfg.render_shards))
+    jobs = [(i, steps.render_job(cfg, k, params, i).fingerprint(), cfg.iter_dir(k) / f"shard-{i}") for i in range(n)]
     futures = [render_shard.submit(cfg, k, params, i, fp, out) for i, fp, out in jobs]
-    steps = [f.result() for f in futures]
+    done = [f.result() for f in futures]
     for j, (i, fp, out) in enumerate(jobs):
         if shard_problem(out, fp) is not None:  # rendered in a worker process too (one GL context each)
-            steps[j] = render_shard.with_options(refresh_cache=True).submit(cfg, k, params, i, fp, out).result()
+            done[j] = render_shard.with_options(refresh_cache=True).submit(cfg, k, params, i, fp, out).result()
     if executor.on_dask():  # a worker lost mid-render (its task re-ran elsewhere) left its temporary shard
-        loop.remove_partial(cfg.iter_dir(k))
-    loop.render_summary(cfg, k, steps, time.perf_counter() - t0)  # the render stage's one line
-    return steps
+        steps.remove_partial(cfg.iter_dir(k))
+    steps.render_summary(cfg, k, done, time.perf_counter() - t0)  # the render stage's one line
+    return done
 
 
 def run_one(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
@@ -235,19 +230,19 @@ def run_one(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
     params = choose_params(cfg, k)
     renders = render_all(cfg, k, params)
     new = [r.path for r in renders]
-    t = train(cfg, k, loop.loop_shards(history) + new, loop.previous_model(cfg, history))
+    t = train(cfg, k, driver.loop_shards(history) + new, driver.previous_model(cfg, history))
     e = evaluate(cfg, k, t.path)
     merged = assess_production(cfg, k, e.report, [path for path, _ in t.data]) if cfg.production else None
     p = decide(cfg, k, merged or e.report, params, new)
-    record = loop.iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0,
-                                   loop.production_record(cfg, k))
+    record = driver.iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0,
+                                   steps.production_record(cfg, k))
     history.append(record)
     return record
 
 
-def tracking_for(settings: LoopSettings, cfg: LoopConfig) -> tracking.Tracking:
+def tracking_for(settings: LoopSettings, cfg: LoopConfig) -> runs.Tracking:
     """Where this loop is tracked: ``settings``' values, else the defaults (DATA_DIR/mlflow.db)."""
-    return tracking.Tracking(uri=settings.tracking_uri or tracking.default_tracking_uri(DATA_DIR),
+    return runs.Tracking(uri=settings.tracking_uri or runs.default_tracking_uri(DATA_DIR),
                              experiment=settings.experiment or f"synthloop/{cfg.study_name}",
                              model_name=settings.model_name or f"synthloop-{cfg.scenario}")
 
@@ -288,7 +283,7 @@ def _session_server() -> Any:
     """Prefect's temporary server (``SubprocessASGIServer``) started in a session of its own, so a
     terminal's Ctrl-C, which reaches the whole foreground process group, does not stop it while
     the flow still has to record how it ended (it used to: the flow then retried the dead server
-    for minutes). :func:`prefect_api` stops it last; :mod:`flows.process_guard`'s reaper stops it
+    for minutes). :func:`prefect_api` stops it last; :mod:`flows.loop.process_guard`'s reaper stops it
     if this process is killed. The command line is Prefect's own ``_run_uvicorn_command``
     (prefect 3.x); tests/test_stop_signals.py checks the server leaves the process group."""
     import prefect
@@ -331,13 +326,13 @@ def closed_loop(settings: LoopSettings | None = None) -> list[dict[str, Any]]:
     executor.check_cluster(settings, cfg.work)  # an existing Dask cluster: before anything is written
     # Prefect's engine holds SIGTERM for the run; under a synthloop command it takes Ctrl-C's path
     stops = process_guard.stop_signals() if process_guard.guarded() else contextlib.nullcontext()
-    with stops, workdir_lock.hold(cfg.work, settings.wait_for_loop_s), executor.render_annotations(settings):
+    with stops, lock.hold(cfg.work, settings.wait_for_loop_s), executor.render_annotations(settings):
         return _closed_loop(settings, cfg)  # (one run per loop work directory; GPU resources for renders)
 
 
 def loop_flow(settings: LoopSettings) -> Any:
     """The closed-loop flow on the task runner ``settings.executor`` asks for: the flow itself
-    for ``process`` (its process pool), else a copy on a ``DaskTaskRunner`` (flows/executor.py)."""
+    for ``process`` (its process pool), else a copy on a ``DaskTaskRunner`` (flows/orchestration/executor.py)."""
     if settings.executor != "dask":
         return closed_loop
     return closed_loop.with_options(task_runner=executor.task_runner(settings))
@@ -351,7 +346,7 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
     t, run = tracking_for(settings, cfg), _flow_run_id()
     prepare_real_data(cfg)
     repair_finished(cfg, history)  # before anything is tracked: a shard that cannot be repaired stops here
-    parent = tracking.open_loop_run(t, cfg.study_name, cfg.to_dict(), run, uid=history.identity())
+    parent = runs.open_loop_run(t, cfg.study_name, cfg.to_dict(), run, uid=history.identity())
     progress = publish.loop_progress(cfg, len(history.entries))
     previous: str | None = None
     try:
@@ -365,8 +360,8 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
                 publish.iteration_artifacts(cfg, t, record, tracked)
                 publish.update_progress(progress, cfg, k + 1)
     except BaseException:
-        tracking.close_run(t, parent, "FAILED")  # a resume reopens it
+        runs.close_run(t, parent, "FAILED")  # a resume reopens it
         raise
-    tracking.close_run(t, parent)
+    runs.close_run(t, parent)
     first = [publish.init_row(history.init)] if history.init is not None else []  # warm start: the bar
     return first + [publish.summary_row(e) for e in history.entries]

@@ -11,7 +11,7 @@ Iteration *k* of a loop with work directory ``WORK``::
                  then one entry appended to WORK/history.json
 
 ``params_0`` is uniform over every range for every policy (one starting point, a fair
-comparison), unless the loop starts from a model (``init_model``, :mod:`flows.warm_start`):
+comparison), unless the loop starts from a model (``init_model``, :mod:`flows.loop.warm_start`):
 then a pre-step evaluates that model on real-val (``WORK/init/report``) and the policy's
 decision on it (``WORK/init/decision.json``) gives ``params_0``, and iteration 0 trains from
 it. The render budget (``images_per_iteration`` per iteration) is the same for every policy,
@@ -28,31 +28,26 @@ reaches :func:`policy_step`, which refuses it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flows import drift_calibration
-from flows.loop_state import IterationRecord, LoopConfig, LoopHistory, iteration_seeds
+from flows.loop import drift
+from flows.loop.state import LoopConfig, LoopHistory, iteration_seeds
 from generator import atomic
 from generator.errors import ConfigError, DataError, ShardError
 from generator.params import GenerationParams, uniform_params, validate_params
 from generator.progress import Stage, done_line, report
 from generator.scenario import Scenario, load_scenario
 
-__all__ = ["EvalStep", "IterationRecord", "LoopConfig", "LoopHistory", "PolicyStep", "RealData",
-           "RenderStep", "TrainStep", "damaged_shards", "evaluate_step", "iteration_params", "iteration_record",
-           "iteration_seeds", "loop_shards", "policy_step", "prepare_real", "production_record", "production_step",
-           "render_job", "render_parts", "render_step", "repair_shard", "repair_shards", "run_iteration", "run_loop",
-           "starting_params", "train_step", "write_params"]
+__all__ = ["EvalStep", "PolicyStep", "RealData", "RenderStep", "TrainStep", "damaged_shards", "evaluate_step",
+           "policy_step", "prepare_real", "production_record", "production_step", "render_job", "render_parts",
+           "render_step", "repair_shard", "repair_shards", "starting_params", "train_step", "write_params"]
 
 REPORT_DIRS = {"real-val": "report", "real-test": "report-test"}
 PRODUCTION_DIR = "report-production"
@@ -88,7 +83,7 @@ class TrainStep:
     data: list[tuple[Path, float]]
     init: Path | None
     reused: bool = False  # an intact model from the same inputs was already there
-    sha256: str | None = None  # an external model's content hash (flows.external.dir_sha256)
+    sha256: str | None = None  # an external model's content hash (flows.loop.external.dir_sha256)
 
 
 @dataclass(frozen=True)
@@ -371,8 +366,8 @@ def train_step(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -
 
 def _external_train(cfg: LoopConfig, k: int, data: list[tuple[Path, float]], options: dict[str, Any],
                     init: Path | None) -> TrainStep:
-    """:func:`train_step` with ``cfg.external_train`` (flows/external.py)."""
-    from flows import external
+    """:func:`train_step` with ``cfg.external_train`` (flows/loop/external.py)."""
+    from flows.loop import external
 
     path, sha, seconds, reused = external.train(cfg, k, data, init, options, list(_scenario(cfg).classes))
     what = "reused (same request)" if reused else f"done in {seconds:.1f} s"
@@ -388,7 +383,7 @@ def external_evaluation(cfg: LoopConfig, model: Path, split: str, out: Path, ste
     into ``out``; ``(report dir, Evaluation)``."""
     from evaluator.evaluate import EvalOptions
     from evaluator.run import evaluate_predictions
-    from flows import external
+    from flows.loop import external
 
     opts = EvalOptions(resamples=cfg.eval_resamples, seed=seed, score_threshold=cfg.score_threshold)
     dets = external.predict(cfg, model, cfg.real_root / split, step_dir, f"predict-{split}")
@@ -409,7 +404,7 @@ def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val")
                        score_threshold=cfg.score_threshold)
     t0 = time.perf_counter()
     if cfg.external:
-        from flows.external import DIR
+        from flows.loop.external import DIR
 
         path, ev = external_evaluation(cfg, model, split, cfg.iter_dir(k) / REPORT_DIRS[split],
                                        cfg.iter_dir(k) / DIR, opts.seed)
@@ -457,7 +452,7 @@ def production_record(cfg: LoopConfig, k: int) -> dict[str, Any] | None:
     return {"window": signals["window"]["id"], "path": _rel(cfg, Path(cfg.production).resolve()),
             "report": _rel(cfg, out), "status": signals["status"], "merged": merged,
             "drifted": list(signals.get("drifted") or []), "weighting": weighting,
-            "calibration": drift_calibration.record(cfg)}  # the base re-fitted to the window, if any
+            "calibration": drift.record(cfg)}  # the base re-fitted to the window, if any
 
 
 def _refuse_held_out(reports: list[dict[str, Any]]) -> None:
@@ -485,8 +480,8 @@ def make_loop_policy(cfg: LoopConfig) -> Any:
 def _policy_base(cfg: LoopConfig) -> GenerationParams | None:
     """The base of a ``mixture``/``calibrated`` loop: ``cfg.policy_base`` (None = uniform), re-fitted
     to the frames of a drifted production window when the loop merges one
-    (:func:`flows.drift_calibration.drift_base`)."""
-    from flows.drift_calibration import drift_base
+    (:func:`flows.loop.drift.drift_base`)."""
+    from flows.loop.drift import drift_base
     from policy.mixture import load_base
 
     scenario = _scenario(cfg)
@@ -537,104 +532,3 @@ def _rel(cfg: LoopConfig, p: Path) -> str:
         return str(Path(p).resolve().relative_to(cfg.work.resolve()))
     except ValueError:
         return str(p)
-
-
-def iteration_params(cfg: LoopConfig, k: int) -> GenerationParams:
-    """What iteration ``k`` renders: iteration ``k - 1``'s decision; for iteration 0 the init
-    model's decision (warm start, flows/warm_start.py), else the starting params."""
-    if k == 0 and cfg.init_model is not None:
-        from flows.warm_start import init_params
-
-        return init_params(cfg)
-    return starting_params(cfg) if k == 0 else load_decision_params(cfg, k - 1)
-
-
-def previous_model(cfg: LoopConfig, history: LoopHistory) -> Path | None:
-    """The model the next iteration continues from: the last completed iteration's, else the
-    init model (warm start), else None (a new model)."""
-    if history.entries:
-        return history.resolve(history.entries[-1].train["path"])
-    return None if cfg.init_model is None else Path(cfg.init_model).resolve()
-
-
-def loop_shards(history: LoopHistory) -> list[Path]:
-    """Every synthetic shard of the completed iterations, in order."""
-    return [history.resolve(s["path"]) for e in history.entries for s in e.render["shards"]]
-
-
-def combined_fingerprint(renders: list[RenderStep]) -> str:
-    """One fingerprint for an iteration's shards (order matters)."""
-    return hashlib.sha256("\n".join(r.fingerprint for r in renders).encode()).hexdigest()[:32]
-
-
-def iteration_record(cfg: LoopConfig, k: int, history: LoopHistory, renders: list[RenderStep], t: TrainStep,
-                     e: EvalStep, p: PolicyStep, seconds: float,
-                     production: dict[str, Any] | None = None) -> IterationRecord:
-    """The history entry of iteration ``k`` from its steps' results (``production``: the
-    :func:`production_record` of the window it merged, if any)."""
-    d, init = p.decision, t.init
-    images = sum(r.images for r in renders)
-    return IterationRecord(
-        iteration=k, seeds=iteration_seeds(cfg.seed, k), params=_rel(cfg, cfg.iter_dir(k) / "params.yaml"),
-        images_rendered=history.images_rendered + images,
-        render={"fingerprint": combined_fingerprint(renders), "images": images,
-                "annotations": sum(r.annotations for r in renders),
-                "seconds": round(sum(r.seconds for r in renders), 3),
-                "reused": all(r.reused for r in renders),
-                "shards": [{"path": _rel(cfg, r.path), "fingerprint": r.fingerprint, "images": r.images,
-                            "annotations": r.annotations, "seconds": r.seconds, "reused": r.reused,
-                            **({"repaired": r.repaired} if r.repaired else {})} for r in renders]},
-        train={"path": _rel(cfg, t.path), "steps": t.steps,
-               "final_loss": t.final_loss if math.isfinite(t.final_loss) else None,  # None: an external model
-               "seconds": t.seconds,
-               "images_per_s": round(t.images_per_s, 2), "init": None if init is None else _rel(cfg, init),
-               "reused": t.reused, "data": [f"{_rel(cfg, p)}:{w}" for p, w in t.data],
-               **({"external": True, "sha256": t.sha256} if t.sha256 is not None else {})},
-        evaluate={"path": _rel(cfg, e.path), "split": e.split, "map50": e.map50, "recall": e.recall,
-                  "weakest": e.weakest, "seconds": e.seconds},
-        decision={"path": _rel(cfg, p.path), "policy": d.get("policy"), "trial": d.get("trial"),
-                  "trial_source": d.get("trial_source"), "replayed": d.get("replayed", False),
-                  "slices": [{"condition": s["condition"], "range": s["range"], "side": s.get("side")}
-                             for s in d.get("slices") or []],
-                  "changed": [c.get("parameter") for c in d.get("changes") or []], "seconds": p.seconds},
-        seconds=round(seconds, 3), production=production,
-    )
-
-
-def run_iteration(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
-    """Render, train, evaluate (real-val) and ask the policy for iteration ``k``."""
-    t0 = time.perf_counter()
-    params = iteration_params(cfg, k)
-    write_params(cfg, k, params)
-    renders = render_parts(cfg, k, params)
-    new = [r.path for r in renders]
-    t = train_step(cfg, k, loop_shards(history) + new, previous_model(cfg, history))
-    e = evaluate_step(cfg, k, t.path, "real-val")
-    merged = production_step(cfg, k, e.report, [path for path, _ in t.data])
-    p = policy_step(cfg, k, [merged or e.report], params, new)
-    return iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0,
-                            production_record(cfg, k))
-
-
-def run_loop(cfg: LoopConfig, on_iteration: Callable[[IterationRecord], None] | None = None) -> LoopHistory:
-    """Run (or resume) the loop in ``cfg.workdir`` until ``cfg.iterations`` are complete.
-
-    ``on_iteration(record)`` is called after each iteration's history entry is written (an
-    exception there stops the loop; the iteration stays complete). The work directory's lock
-    is held throughout (:mod:`flows.workdir_lock`).
-    """
-    from flows.warm_start import ensure_init
-    from flows.workdir_lock import hold
-
-    cfg = cfg.validate()
-    with hold(cfg.work):  # one run per work directory (BusyError for a second one)
-        history = LoopHistory.open(cfg)
-        prepare_real(cfg)
-        ensure_init(cfg, history)  # warm start: evaluate the init model and decide params_0 first
-        repair_shards(cfg, history)  # later iterations train on every earlier shard: each must be intact
-        while len(history.entries) < cfg.iterations:
-            record = run_iteration(cfg, len(history.entries), history)
-            history.append(record)
-            if on_iteration is not None:
-                on_iteration(record)
-    return history
