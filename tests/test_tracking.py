@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,8 +281,29 @@ def test_logged_model_loads_as_pyfunc_and_predicts(loop: Tracked) -> None:
     model = mlflow.pyfunc.load_model(mv.source)
     out = model.predict([np.zeros((64, 64, 3), np.uint8), np.full((40, 50, 3), 200, np.uint8)])
     assert isinstance(out, list) and len(out) == 2
-    reqs = (Path(str(mv.source).removeprefix("file://")) / "requirements.txt").read_text()
+    local = Path(str(mv.source).removeprefix("file://"))
+    reqs = (local / "requirements.txt").read_text()
     assert "torch==" in reqs and "mlflow==" in reqs
+    assert "loader_module: flows.tracking.model" in (local / "MLmodel").read_text()
+
+
+@pytest.mark.slow
+def test_a_version_registered_under_the_old_loader_module_still_loads(loop: Tracked, tmp_path: Path) -> None:
+    """Versions registered before flows/ got its wings name ``flows.tracking_model`` in MLmodel."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    from flows.tracking.runs import client
+
+    mv = client(loop.t.uri).get_model_version(loop.t.model_name, "1")
+    old = tmp_path / "old-version"
+    shutil.copytree(Path(str(mv.source).removeprefix("file://")), old)
+    mlmodel = old / "MLmodel"
+    text = mlmodel.read_text()
+    assert "loader_module: flows.tracking.model" in text
+    mlmodel.write_text(text.replace("loader_module: flows.tracking.model", "loader_module: flows.tracking_model"))
+    out = mlflow.pyfunc.load_model(str(old)).predict([np.zeros((64, 64, 3), np.uint8)])
+    assert isinstance(out, list) and len(out) == 1
 
 
 # ------------------------------------------------------------------ threads, global state
