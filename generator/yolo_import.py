@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from generator import GENERATOR_VERSION
 from generator.errors import DataError, is_int
 from generator.real.coco_import import (
@@ -57,6 +55,7 @@ from generator.real.coco_import import (
     nothing_valid,
 )
 from generator.shard import MIN_VISIBLE_PIXELS, ImageRecord, ObjectRecord, ShardWriter
+from generator.validation import load_yaml_or_json
 
 IMPORTER_VERSION = "yolo-import/1"
 SPLITS = ("train", "val", "test")
@@ -151,10 +150,7 @@ def load_dataset(data: str | Path, split: str = "train") -> YoloDataset:
         raise _fail("--split", f"must be one of {', '.join(SPLITS)}", split, "pick one of them")
     path = _yaml_file(data)
     where = str(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"--data: {where!r} is not valid YAML ({type(exc).__name__}); pass a YOLO data.yaml") from exc
+    doc = load_yaml_or_json(path, "--data", DataError)
     if not isinstance(doc, dict):
         raise _fail("--data", "data.yaml must be a mapping with path, train/val/test and names",
                     type(doc).__name__, "pass a YOLO data.yaml")
@@ -181,12 +177,7 @@ def load_class_map(
     class the dataset does not have."""
     mapping: dict[str, str | None] = {n: n for n in names.values()}
     if path is not None:
-        p = Path(path)
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise DataError(f"--classes: cannot read {str(p)!r} as YAML ({type(exc).__name__}); "
-                            "pass a YAML mapping {dataset name: scenario class}") from exc
+        raw = load_yaml_or_json(path, "--classes", DataError)
         if not isinstance(raw, dict):
             raise _fail("--classes", "must be a YAML mapping {dataset name: scenario class}", raw,
                         'e.g. {"seven": "7"}; map a class to null to drop it')

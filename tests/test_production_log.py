@@ -69,7 +69,7 @@ def test_valid_record_parses_with_identity_and_review_flag(log: Path) -> None:
     (line(rec(1, predictions=[{"bbox": [0, 0, 3], "class": "a", "score": 0.5}])), "predictions.0.bbox.3", "required"),
     (line(rec(1, predictions=[{"bbox": [0, 0, 3, 3], "class": "z", "score": 0.5}])), "predictions.0.class", "classes"),
     (line(rec(1, labels=[{"bbox": [0, 0, 3, 3], "class": "q"}])), "labels.0.class", "classes"),
-    (line(rec(1, lables=[])), "lables", "Extra inputs"),
+    (line(rec(1, lables=[])), "lables", "extra inputs"),
     (line(rec(1, model_version="")), "model_version", "at least 1"),
     (line(rec(1, image="missing.png")), "image", "must exist"),
     (line(rec(1, image="s3://bucket/x.png")), "image", "scheme is 's3'"),

@@ -42,6 +42,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from generator.validation import first_error
+
 FORMAT = "synthloop-production-log/1"
 LOG_SUFFIX = ".jsonl"
 MAX_VALUE_CHARS = 80  # how much of an offending value a Malformed entry keeps
@@ -135,11 +137,10 @@ def resolve_image(image: str, base_dir: Path) -> Path | str:
 
 
 def _first_error(exc: ValidationError) -> tuple[str, str, str]:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "record"
-    if err["type"] == "json_invalid":
-        return "record", "must be one JSON object per line", _short(err.get("input"))
-    return loc, str(err["msg"]), _short(err.get("input"))
+    e = first_error(exc)
+    if e.kind == "json_invalid":
+        return "record", "must be one JSON object per line", _short(e.value)
+    return e.loc or "record", e.rule, _short(e.value)
 
 
 def check_frame(path: Path, root: Path) -> tuple[Path, tuple[int, int]] | str:

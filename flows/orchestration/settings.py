@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from flows.loop.state import LoopConfig
 from generator.errors import ConfigError, field_error
+from generator.validation import first_error_line, load_yaml_or_json
 
 DATA_DIR = Path("runs")  # the project's data directory (relative to the working directory)
 DEFAULT_WORKDIR = str(DATA_DIR / "loop")
@@ -40,14 +41,7 @@ def settings_data(path: str | Path | None, overrides: dict[str, Any], what: str)
     ``what`` names the settings in errors ("loop", "monitor")."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"--config: {str(path)!r} must be UTF-8 text, but byte {exc.start} is not; "
-                              f"save it as UTF-8 (a YAML file of {what} settings)") from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"--config: cannot read {str(path)!r} as YAML ({exc.__class__.__name__}); "
-                              f"pass a YAML file of {what} settings") from exc
+        loaded = load_yaml_or_json(path, "--config")
         if not isinstance(loaded, dict):
             raise field_error("--config", f"must hold a mapping of {what} settings", type(loaded).__name__)
         data.update(loaded)
@@ -66,11 +60,7 @@ def set_value(key: str, text: str) -> Any:
 
 def settings_error(exc: ValidationError, what: str) -> ConfigError:
     """A pydantic validation error as one ConfigError line naming ``<what>.<field>``."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "settings"
-    if err["type"] == "missing":
-        return ConfigError(f"{what}.{where}: is required (e.g. --set {where}=...), but got none")
-    return field_error(f"{what}.{where}", err["msg"].lower(), err.get("input"))
+    return ConfigError(first_error_line(exc, what, sep=".", missing_fix="e.g. --set {field}=..."))
 
 
 class FileSettings(BaseModel):
