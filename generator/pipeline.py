@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -158,8 +159,49 @@ class ImageRenderer:
         with times("scene"):
             spec, sample, rng = self.scene(index)
         out = self.renderer.render(spec)  # the backend times its gl_* stages
-        record = to_record(index, spec, out, sample, rng, times)
-        return encode_image(record, self.root, times)
+        return self._finish(index, spec, out, sample, rng, times)
+
+    def _finish(
+        self,
+        index: int,
+        spec: SceneSpec,
+        out: RenderOutput,
+        sample: SceneSample,
+        rng: np.random.Generator,
+        times: StageTimes,
+    ) -> ImageEntry:
+        """Everything after the GL passes: labels, sensor effects, statistics, PNGs, writes."""
+        return encode_image(to_record(index, spec, out, sample, rng, times), self.root, times)
+
+    def pipelined(self, indices: Iterable[int], ahead: int = 2) -> Iterator[ImageEntry]:
+        """The entries of ``indices``, in order, as ``self(i)`` would give them; each image's
+        :meth:`_finish` runs on one background thread while this thread samples and renders the
+        next (GL stays on this thread; NumPy, SciPy, zlib and the GL read-back release the GIL
+        for much of their work). At most ``ahead`` rendered images wait for that thread; an
+        error there is raised here, at its image. Files still go into the shard's temporary
+        directory, which is renamed only after every entry arrived."""
+        times = self.times
+        post = StageTimes() if times else NO_TIMES  # the encode thread's stages, merged at the end
+        pending: deque[Future[ImageEntry]] = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="synthloop-encode") as ex:
+            try:
+                for i in indices:
+                    with times("scene"):
+                        spec, sample, rng = self.scene(i)
+                    out = self.renderer.render(spec)
+                    pending.append(ex.submit(self._finish, i, spec, out, sample, rng, post))
+                    while len(pending) > ahead:
+                        with times("wait_encode"):
+                            entry = pending.popleft().result()
+                        yield entry
+                while pending:
+                    with times("wait_encode"):
+                        entry = pending.popleft().result()
+                    yield entry
+            finally:
+                for f in pending:
+                    f.cancel()
+        times.merge(post, prefix="encode_thread.")
 
     def close(self) -> None:
         self.renderer.close()
@@ -185,8 +227,7 @@ def _entries(job: RenderJob, root: Path, workers: int, times: StageTimes = NO_TI
         with times("setup"):  # sampler, scene builder, GL context
             r = ImageRenderer(job, root, times)
         try:
-            for i in range(job.n):
-                yield r(i)
+            yield from r.pipelined(range(job.n))
         finally:
             with times("close"):
                 r.close()

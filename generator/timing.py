@@ -3,11 +3,13 @@
 One :class:`StageTimes` is passed down explicitly (no module state): ``with times("sensor"):``
 adds the block's wall time to the ``sensor`` stage. Timing never changes what is computed;
 :data:`NO_TIMES` is the do-nothing default, so an untimed render pays one method call per stage.
-Stages nest only where documented (``gl`` stages run inside nothing else).
+Stages do not nest. A stage named ``thread.stage`` ran on another thread (the render
+pipeline's encode thread), overlapping this thread's stages, so it is left out of ``other``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from types import TracebackType
 
@@ -44,13 +46,20 @@ class StageTimes:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()  # one accumulator may be fed from two threads
 
     def __call__(self, name: str) -> _Stage | _NoStage:
         return _Stage(self, name)
 
     def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-        self.calls[name] = self.calls.get(name, 0) + 1
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def merge(self, other: StageTimes, prefix: str = "") -> None:
+        """Add ``other``'s stages, renamed ``prefix + name``."""
+        for name, seconds in list(other.seconds.items()):
+            self.add(prefix + name, seconds)
 
     def __bool__(self) -> bool:
         return True
@@ -59,7 +68,8 @@ class StageTimes:
         """Milliseconds per image by stage; with ``total_s``, the untimed rest as ``other``."""
         out = {k: round(1e3 * v / max(images, 1), 2) for k, v in self.seconds.items()}
         if total_s is not None:
-            out["other"] = round(1e3 * (total_s - sum(self.seconds.values())) / max(images, 1), 2)
+            here = sum(v for k, v in self.seconds.items() if "." not in k)
+            out["other"] = round(1e3 * (total_s - here) / max(images, 1), 2)
         return out
 
 
@@ -68,6 +78,9 @@ class _NoTimes(StageTimes):
         return _NO_STAGE
 
     def add(self, name: str, seconds: float) -> None:
+        return None
+
+    def merge(self, other: StageTimes, prefix: str = "") -> None:
         return None
 
     def __bool__(self) -> bool:
