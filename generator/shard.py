@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -75,10 +77,44 @@ class ImageEntry:
     files: dict[str, str]  # relative path -> sha256
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def _png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """Lossless PNG. uint8 RGB, uint8 grey and uint16 grey (the shard's images, semantic maps
+    and depth maps) are written directly: every scanline "Up"-filtered (NumPy) and deflated at
+    zlib level 1 (which releases the GIL), 2x faster than Pillow's adaptive filtering and no
+    larger on renders; anything else goes through Pillow. Decodes to exactly ``array``."""
+    a = np.ascontiguousarray(array)
+    if a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3:
+        colour_type, bit_depth = 2, 8
+    elif a.dtype == np.uint8 and a.ndim == 2:
+        colour_type, bit_depth = 0, 8
+    elif a.dtype == np.uint16 and a.ndim == 2:
+        colour_type, bit_depth = 0, 16
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+    h, w = a.shape[:2]
+    rows = (a.astype(">u2") if bit_depth == 16 else a).reshape(h, -1).view(np.uint8)  # PNG is big-endian
+    filtered = np.empty((h, rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # "Up": byte minus the byte above (the row above the first is zeros), mod 256
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    header = struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0)
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(filtered.data, 1)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 def _write_file(root: Path, rel: str, data: bytes, files: dict[str, str]) -> None:
