@@ -5,7 +5,10 @@
   fixed-seed shard's scenes: instance ids, amodal masks, depth and colour exactly equal, so a
   stale or misplaced read (a skipped blit, a missing flip, the previous pass's buffer) fails;
 - sensor effects and object statistics (in place, luma once, window crops) against the
-  straightforward formulas they replaced, bit for bit.
+  straightforward formulas they replaced, bit for bit;
+- the shard's own PNG writer decodes to exactly the arrays written;
+- the 1-worker pipeline's background encode thread gives the serial path's entries, in order,
+  and an error on that thread surfaces at its image.
 """
 
 from __future__ import annotations
@@ -134,3 +137,52 @@ def test_sensor_and_statistics_match_reference_formulas() -> None:
         stats = imagestats.image_stats(out, g)
         assert stats == imagestats.image_stats(out)
         assert stats["brightness"] == imagestats.brightness(out) and stats["noise"] == imagestats.noise_sigma(out)
+
+
+def test_png_writer_is_lossless_for_shard_arrays() -> None:
+    from generator.shard import _png_bytes
+
+    rng = np.random.default_rng(5)
+    for t in range(60):
+        h, w = int(rng.integers(1, 50)), int(rng.integers(1, 50))
+        arrays = [
+            (rng.random((h, w, 3)) * 256).astype(np.uint8),  # image
+            (rng.random((h, w)) * 256).astype(np.uint8),  # semantic
+            (rng.random((h, w)) * 65536).astype(np.uint16),  # depth in mm
+        ]
+        for a in arrays:
+            if t % 5 == 0:
+                a[:] = a.flat[0]
+            with Image.open(io.BytesIO(_png_bytes(a))) as im:
+                assert im.mode == {3: "RGB", 2: "L" if a.dtype == np.uint8 else "I;16"}[a.ndim]
+                assert np.array_equal(np.asarray(im), a)
+    rgba = (rng.random((9, 7, 4)) * 256).astype(np.uint8)  # other arrays: through Pillow
+    with Image.open(io.BytesIO(_png_bytes(rgba))) as im:
+        assert np.array_equal(np.asarray(im), rgba)
+
+
+def test_pipelined_entries_equal_serial_ones_and_errors_surface(tmp_path: Path, monkeypatch) -> None:
+    from generator import pipeline
+
+    s = load_scenario("digits")
+    job = RenderJob(s, uniform_params(s), n=7, seed=4, width=64, height=64, backend="fake")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    serial = [pipeline.ImageRenderer(job, tmp_path / "a")(i) for i in range(job.n)]
+    piped = list(pipeline.ImageRenderer(job, tmp_path / "b").pipelined(range(job.n), ahead=2))
+    assert [e.index for e in piped] == list(range(job.n))
+    assert [(e.image, e.annotations, e.files) for e in piped] == [(e.image, e.annotations, e.files) for e in serial]
+
+    real = pipeline.encode_image
+
+    def failing(record: Any, root: Path, times: Any) -> Any:
+        if record.index == 3:
+            raise OSError("disk full")
+        return real(record, root, times)
+
+    monkeypatch.setattr(pipeline, "encode_image", failing)
+    got = []
+    with pytest.raises(OSError, match="disk full"):
+        for e in pipeline.ImageRenderer(job, tmp_path / "b").pipelined(range(job.n), ahead=2):
+            got.append(e.index)
+    assert got == [0, 1, 2]  # in order, up to the failing image
