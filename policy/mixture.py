@@ -25,14 +25,14 @@ tilt's share of the non-uniform images; the base gets the rest), ``max_shift`` (
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from generator.errors import ConfigError, field_error
 from generator.params import Component, Distribution, GenerationParams
 from generator.scenario import Scenario
+from policy.knobs import KnobSpace
 from policy.moves import Change, Plan, dist_dict
 from policy.reports import finite
 from policy.units import categorical_weights, numeric_summary, truncnormal
@@ -56,8 +56,11 @@ class MixtureKnobs:
 
 
 @dataclass(frozen=True)
-class MixtureOptions:
+class MixtureOptions(KnobSpace):
     """Bounds of the mixture knobs, the heuristic's values and the fixed guards."""
+
+    FLOAT_KNOBS: ClassVar[tuple[str, ...]] = ("uniform_share", "tilt_share", "max_shift", "width_scale")
+    FIELD: ClassVar[str] = "policy.mixture"
 
     uniform_floor: float = 0.2  # no trial can put the uniform share below this
     max_ratio: float = 2.0  # a categorical choice's weight grows at most this factor per round
@@ -76,31 +79,17 @@ class MixtureOptions:
                               "never 0", self.uniform_floor, "use e.g. 0.2")
         if not (isinstance(self.max_ratio, int | float) and self.max_ratio > 1):
             raise field_error("policy.mixture.max_ratio", "must be > 1", self.max_ratio, "use e.g. 2")
-        for name in ("uniform_share", "tilt_share", "max_shift", "width_scale"):
-            lo, hi = getattr(self, name)
-            h = getattr(self, f"heuristic_{name}")
-            top = math.inf if name == "width_scale" else 1.0
-            if not (0 < lo <= h <= hi <= top):
-                raise field_error(f"policy.mixture.{name}", f"needs 0 < low <= heuristic <= high "
-                                  f"(<= {top})", (lo, h, hi), "fix the bounds")
+        self.check_knobs()
         if self.uniform_share[0] < self.uniform_floor:
             raise field_error("policy.mixture.uniform_share", f"low must be >= uniform_floor "
                               f"{self.uniform_floor}", self.uniform_share, "raise the lower bound")
         return self
 
     def distributions(self, top_k: int) -> dict[str, Any]:
-        from optuna.distributions import FloatDistribution, IntDistribution
-
-        return {"uniform_share": FloatDistribution(*self.uniform_share),
-                "tilt_share": FloatDistribution(*self.tilt_share),
-                "max_shift": FloatDistribution(*self.max_shift),
-                "width_scale": FloatDistribution(*self.width_scale, log=True),
-                "n_slices": IntDistribution(1, top_k)}
+        return self.knob_distributions(top_k)
 
     def heuristic(self, top_k: int) -> dict[str, Any]:
-        return {"uniform_share": self.heuristic_uniform_share, "tilt_share": self.heuristic_tilt_share,
-                "max_shift": self.heuristic_max_shift, "width_scale": self.heuristic_width_scale,
-                "n_slices": top_k}
+        return self.knob_heuristic(top_k)
 
     def knobs(self, p: dict[str, Any]) -> MixtureKnobs:
         return MixtureKnobs(uniform_share=float(p["uniform_share"]), tilt_share=float(p["tilt_share"]),

@@ -23,14 +23,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from generator.errors import ConfigError, driver_error_line, redact
+from policy.knobs import KnobSpace
 from policy.moves import Knobs
 
 PROPOSAL = "proposal"  # user attribute holding the stored proposal (the commit marker)
@@ -38,8 +39,11 @@ LOOP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(KnobSpace):
     """Bounds of the knobs a trial suggests, and the heuristic's values for them."""
+
+    FLOAT_KNOBS: ClassVar[tuple[str, ...]] = ("step", "width_scale", "uniform_share")
+    FIELD: ClassVar[str] = "policy"
 
     step: tuple[float, float] = (0.2, 1.0)
     width_scale: tuple[float, float] = (0.5, 2.0)
@@ -50,25 +54,15 @@ class SearchSpace:
     heuristic_uniform_share: float = 0.3
 
     def validate(self) -> SearchSpace:
-        for name in ("step", "width_scale", "uniform_share"):
-            lo, hi = getattr(self, name)
-            h = getattr(self, f"heuristic_{name}")
-            if not (0 < lo <= h <= hi) or (name != "width_scale" and hi > 1):
-                raise ConfigError(f"policy {name}: needs 0 < low <= heuristic <= high (<= 1 except "
-                                  f"width_scale), but got ({lo}, {h}, {hi}); fix the bounds")
-        if self.top_k < 1:
-            raise ConfigError(f"--top-k: must be an integer >= 1, but got {self.top_k}")
+        self.check_knobs()
+        self.check_top_k(self.top_k)
         return self
 
     def distributions(self) -> dict[str, BaseDistribution]:
-        return {"step": FloatDistribution(*self.step),
-                "width_scale": FloatDistribution(*self.width_scale, log=True),
-                "uniform_share": FloatDistribution(*self.uniform_share),
-                "n_slices": IntDistribution(1, self.top_k)}
+        return self.knob_distributions(self.top_k)
 
     def heuristic(self) -> dict[str, Any]:
-        return {"step": self.heuristic_step, "width_scale": self.heuristic_width_scale,
-                "uniform_share": self.heuristic_uniform_share, "n_slices": self.top_k}
+        return self.knob_heuristic(self.top_k)
 
 
 def storage_url(study: str | Path) -> str:
