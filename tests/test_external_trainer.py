@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tinyloop import tiny_config
 
 from flows.loop import external
 from flows.loop.run import run_loop
@@ -39,12 +40,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(work: Path, real: Path, **kw: Any) -> LoopConfig:
-    base: dict[str, Any] = {
-        "workdir": str(work), "real_dir": str(real), "iterations": 2, "images_per_iteration": 6,
-        "steps_per_iteration": 3, "batch_size": 4, "width": 64, "height": 64, "backend": "fake",
-        "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "optuna", "render_shards": 1,
-        "external_train": TRAIN, "external_predict": PREDICT}
-    return LoopConfig(**{**base, **kw})
+    return tiny_config(work, real, **{"images_per_iteration": 6, "steps_per_iteration": 3, "batch_size": 4,
+                                      "external_train": TRAIN, "external_predict": PREDICT, **kw})
 
 
 def history(work: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tinyloop import tiny_settings
 
 from flows.loop.state import LoopHistory
 from flows.orchestration.settings import LoopSettings
@@ -35,12 +36,8 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 def settings(work: Path, real: Path, **kw: Any) -> LoopSettings:
-    base: dict[str, Any] = {
-        "workdir": str(work / "loop"), "real_dir": str(real), "iterations": 2, "images_per_iteration": 6,
-        "render_shards": 2, "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64,
-        "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu",
-        "tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "experiment": "flow-test", "model_name": "flow-test"}
-    return LoopSettings.build({**base, **kw})
+    return tiny_settings(work, real, **{"images_per_iteration": 6, "render_shards": 2, "experiment": "flow-test",
+                                        "model_name": "flow-test", **kw})
 
 
 def mlflow_state(s: LoopSettings) -> dict[str, Any]:

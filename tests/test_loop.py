@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from tinyloop import tiny_config
 
 from flows.loop import run as driver
 from flows.loop import steps as loop
@@ -31,13 +32,7 @@ from policy.decision import Decision
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny(work: Path, real: Path | None = None, **kw: Any) -> LoopConfig:
-    base: dict[str, Any] = {
-        "workdir": str(work), "real_dir": None if real is None else str(real), "iterations": 2,
-        "images_per_iteration": 4, "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64,
-        "backend": "fake", "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "optuna",
-        "render_shards": 1}
-    return LoopConfig(**{**base, **kw})
+tiny = tiny_config
 
 
 def history_json(work: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tinyloop import tiny_config
 
 from generator.errors import ConfigError
 
@@ -44,14 +45,6 @@ class Tracked:
 
 
 _CACHE: dict[str, Tracked] = {}
-
-
-def tiny_config(work: Path, real: Path) -> Any:
-    from flows.loop.state import LoopConfig
-
-    return LoopConfig(workdir=str(work), real_dir=str(real), iterations=2, images_per_iteration=4,
-                      steps_per_iteration=2, batch_size=2, width=64, height=64, backend="fake",
-                      eval_resamples=0, num_threads=1, device="cpu", policy="optuna")
 
 
 def log_loop(t: Any, work: Path, history: dict[str, Any], metrics: tuple[float | None, ...],
@@ -85,7 +78,7 @@ def tracked(base: Path) -> Tracked:
 
         real, work = base / "real", base / "work"
         build_real_set(real, seed=0, sizes=SMALL)
-        run_loop(tiny_config(work, real))
+        run_loop(tiny_config(work, real, render_shards=2))
         history = json.loads((work / "history.json").read_text())
         t = Tracking.for_loop(default_tracking_uri(base / "store"), "loop-test", "digits")
         _CACHE["loop"] = log_loop(t, work, history, METRICS)

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import yaml
 from loopcheck import without_timings
+from tinyloop import tiny_config
 
 from flows.loop import run as driver
 from flows.loop import state
@@ -39,12 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 UNIFORM = {"scenario": "digits", "uniform_share": 0.0, "distributions": {}}
 
 
-def tiny(work: Path, real: Path, **kw: Any) -> LoopConfig:
-    base: dict[str, Any] = {
-        "workdir": str(work), "real_dir": str(real), "iterations": 2, "images_per_iteration": 4,
-        "steps_per_iteration": 2, "batch_size": 2, "width": 64, "height": 64, "backend": "fake",
-        "eval_resamples": 0, "num_threads": 1, "device": "cpu", "policy": "optuna", "render_shards": 1}
-    return LoopConfig(**{**base, **kw})
+tiny = tiny_config
 
 
 @pytest.fixture(scope="module")
