@@ -44,7 +44,7 @@ from scipy import stats
 from generator.errors import ShardError, is_number
 from generator.params import Distribution, GenerationParams
 from generator.qc import require_coco
-from generator.sampling import UNIFORM
+from generator.sampling import UNIFORM, numeric_law
 from generator.scenario import ParamSpec, ScenarioSpec
 from generator.shard import Shard
 from generator.validation import first_error_line
@@ -76,42 +76,6 @@ def _edges(p: ParamSpec, n: int) -> np.ndarray:
     return np.linspace(lo, hi, k + 1) if hi > lo else np.array([lo - 0.5, hi + 0.5])
 
 
-def _continuous_law(p: ParamSpec, d: Distribution) -> Any:
-    """The frozen scipy law ``sampling._numeric`` draws from (before clipping/rounding)."""
-    assert p.range is not None
-    lo, hi = p.range
-    if d.kind == "uniform":
-        x0 = lo if d.low is None else d.low
-        x1 = hi if d.high is None else d.high
-        return stats.uniform(loc=x0, scale=x1 - x0)
-    assert d.center is not None and d.width is not None
-    if d.kind == "truncnormal":
-        pad = 0.5 if p.type == "int" else 0.0
-        a, b = (lo - pad - d.center) / d.width, (hi + pad - d.center) / d.width
-        return stats.truncnorm(a, b, loc=d.center, scale=d.width)
-    m, s = (d.center - lo) / (hi - lo), d.width / (hi - lo)  # beta: mean/std scaled to range
-    k = m * (1 - m) / (s * s) - 1
-    return stats.beta(m * k, (1 - m) * k, loc=lo, scale=hi - lo)
-
-
-def _mass(p: ParamSpec, d: Distribution, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """P(a <= X < b) for the value X that ``sampling.sample_value`` draws (before int rounding)."""
-    assert p.range is not None
-    lo, hi = p.range
-    x0 = lo if d.low is None else d.low
-    x1 = hi if d.high is None else d.high
-    if d.kind == "fixed":
-        points = np.array([float(d.value)])  # type: ignore[arg-type]
-    elif d.kind == "uniform" and p.type == "int":
-        points = np.arange(math.ceil(x0), math.floor(x1) + 1, dtype=float)
-    elif d.kind == "uniform" and x1 <= x0:
-        points = np.array([x0])
-    else:
-        law = _continuous_law(p, d)
-        return np.asarray(law.cdf(b) - law.cdf(a), dtype=float)
-    return ((a[:, None] <= points) & (points < b[:, None])).mean(axis=1)
-
-
 def expected_probs(p: ParamSpec, params: GenerationParams, name: str,
                    edges: np.ndarray | None = None) -> np.ndarray:
     """Probability of each bin (numeric: between ``edges``, outer bins open) or choice."""
@@ -122,7 +86,7 @@ def expected_probs(p: ParamSpec, params: GenerationParams, name: str,
     assert edges is not None
     a = np.concatenate([[-np.inf], edges[1:-1]])
     b = np.concatenate([edges[1:-1], [np.inf]])
-    probs = sum((w * _mass(p, d, a, b) for w, d in parts), u * _mass(p, UNIFORM, a, b))
+    probs = sum((w * numeric_law(p, d).mass(a, b) for w, d in parts), u * numeric_law(p, UNIFORM).mass(a, b))
     return probs / probs.sum()
 
 

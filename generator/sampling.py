@@ -72,6 +72,21 @@ class NumericLaw:
             x = self.lo + (self.hi - self.lo) * float(stats.beta.ppf(u, self.a, self.b))
         return float(np.clip(x, self.lo, self.hi))
 
+    def mass(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``P(a <= X < b)`` per interval for the value :meth:`draw` makes (before int rounding):
+        the coverage check's expected share of each bin (:mod:`generator.coverage`)."""
+        if self.kind in ("fixed", "int") or (self.kind == "uniform" and self.b <= self.a):
+            points = (np.array([self.a]) if self.kind != "int"
+                      else np.arange(int(self.a), int(self.b) + 1, dtype=float))
+            return ((a[:, None] <= points) & (points < b[:, None])).mean(axis=1)
+        if self.kind == "uniform":
+            law = stats.uniform(loc=self.a, scale=self.b - self.a)
+        elif self.kind == "truncnormal":
+            law = stats.truncnorm(self.a, self.b, loc=self.loc, scale=self.scale)
+        else:
+            law = stats.beta(self.a, self.b, loc=self.lo, scale=self.hi - self.lo)
+        return np.asarray(law.cdf(b) - law.cdf(a), dtype=float)
+
 
 def numeric_law(p: ParamSpec, d: Distribution) -> NumericLaw:
     """The :class:`NumericLaw` of distribution ``d`` of numeric parameter ``p`` (validated)."""
