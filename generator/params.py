@@ -49,6 +49,30 @@ class Distribution(BaseModel):
     weights: dict[str, float] | None = None
     value: Scalar | None = None
 
+    def centre_sd(self, lo: float, hi: float) -> tuple[float, float]:
+        """``(centre, spread)`` in the parameter's units for its range ``[lo, hi]``: a
+        truncnormal's or beta's ``center``/``width``, a fixed value with spread 0, a uniform
+        range's midpoint and standard deviation ``(b - a) / √12``."""
+        if self.kind in ("truncnormal", "beta") and self.center is not None and self.width is not None:
+            return float(self.center), float(self.width)
+        if self.kind == "fixed":
+            return float(self.value), 0.0  # type: ignore[arg-type]
+        a = lo if self.low is None else float(self.low)
+        b = hi if self.high is None else float(self.high)
+        return (a + b) / 2, (b - a) / math.sqrt(12.0)
+
+    def choice_weights(self, choices: list[str]) -> dict[str, float]:
+        """Normalised weight of every choice (by name) of a categorical or bool parameter."""
+        if self.kind == "fixed":
+            return {c: float(c == str(self.value)) for c in choices}
+        raw = ({c: float((self.weights or {}).get(c, 0.0)) for c in choices} if self.kind == "categorical"
+               else dict.fromkeys(choices, 1.0))
+        total = sum(raw.values()) or 1.0
+        return {c: w / total for c, w in raw.items()}
+
+
+UNIFORM_DISTRIBUTION = Distribution(kind="uniform")  # what a parameter without a distribution has
+
 
 class Component(BaseModel):
     """One mixture component: a weight and a distribution per parameter (missing = uniform)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from generator.params import Distribution
+from generator.params import UNIFORM_DISTRIBUTION, Distribution
 from generator.scenario import ParamSpec
 
 UNIFORM_SD = 1.0 / math.sqrt(12.0)  # standard deviation of U(0, 1)
@@ -36,15 +36,8 @@ def from_units(p: ParamSpec, u: float) -> float:
 def numeric_summary(p: ParamSpec, d: Distribution | None) -> tuple[float, float]:
     """``(centre, spread)`` of a numeric distribution in range units (missing = uniform)."""
     lo, hi = bounds(p)
-    span = hi - lo
-    if d is None or d.kind == "uniform":
-        a = lo if d is None or d.low is None else d.low
-        b = hi if d is None or d.high is None else d.high
-        return to_units(p, (a + b) / 2), ((b - a) / span if span > 0 else 0.0) * UNIFORM_SD
-    if d.kind == "fixed":
-        return to_units(p, float(d.value)), 0.0  # type: ignore[arg-type]
-    assert d.center is not None and d.width is not None  # validated by generator.params
-    return to_units(p, d.center), d.width / span if span > 0 else 0.0
+    centre, sd = (d or UNIFORM_DISTRIBUTION).centre_sd(lo, hi)
+    return to_units(p, centre), sd / (hi - lo) if hi > lo else 0.0
 
 
 def choice_names(p: ParamSpec) -> list[str]:
@@ -53,14 +46,7 @@ def choice_names(p: ParamSpec) -> list[str]:
 
 def categorical_weights(p: ParamSpec, d: Distribution | None) -> dict[str, float]:
     """Normalised weight per choice of a categorical/bool distribution (missing = uniform)."""
-    names = choice_names(p)
-    if d is None or d.kind == "uniform":
-        return {n: 1.0 / len(names) for n in names}
-    if d.kind == "fixed":
-        return {n: float(n == str(d.value)) for n in names}
-    raw = {n: float((d.weights or {}).get(n, 0.0)) for n in names}
-    total = sum(raw.values())
-    return {n: w / total for n, w in raw.items()}
+    return (d or UNIFORM_DISTRIBUTION).choice_weights(choice_names(p))
 
 
 def truncnormal(p: ParamSpec, centre_u: float, width_u: float) -> Distribution:

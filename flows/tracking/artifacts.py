@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 
 from flows.loop.state import LoopHistory
+from generator.params import Distribution
 
 REPORT_FILES = ("report.json", "report.md", "slices.csv", "gallery.png")
 TABLE = "report/slices_table.json"
@@ -110,27 +110,14 @@ def moved_parameters(history: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 
 def numeric_summary(lo: float, hi: float, d: dict[str, Any] | None) -> tuple[float, float]:
-    """``(centre, width)`` of a numeric distribution in the parameter's units (width = standard
-    deviation; a uniform range's is (b - a) / √12; fixed has width 0)."""
-    d = d or {"kind": "uniform"}
-    if d.get("kind") in ("truncnormal", "beta"):
-        return float(d["center"]), float(d["width"])
-    if d.get("kind") == "fixed":
-        return float(d["value"]), 0.0
-    a = lo if d.get("low") is None else float(d["low"])
-    b = hi if d.get("high") is None else float(d["high"])
-    return (a + b) / 2, (b - a) / math.sqrt(12)
+    """``(centre, width)`` in the parameter's units of a distribution as params.yaml holds it
+    (:meth:`generator.params.Distribution.centre_sd`; missing = uniform)."""
+    return Distribution.model_validate(d or {"kind": "uniform"}).centre_sd(lo, hi)
 
 
 def choice_weights(choices: list[str], d: dict[str, Any] | None) -> dict[str, float]:
-    """Normalised weight of every choice of a categorical / bool distribution."""
-    d = d or {"kind": "uniform"}
-    if d.get("kind") == "fixed":
-        return {c: float(c == str(d.get("value"))) for c in choices}
-    raw = {c: float((d.get("weights") or {}).get(c, 0.0)) for c in choices} if d.get("kind") == "categorical" \
-        else dict.fromkeys(choices, 1.0)
-    total = sum(raw.values()) or 1.0
-    return {c: w / total for c, w in raw.items()}
+    """Normalised weight of every choice (:meth:`generator.params.Distribution.choice_weights`)."""
+    return Distribution.model_validate(d or {"kind": "uniform"}).choice_weights(choices)
 
 
 def _panel(ax: Any, name: str, spec: Any, history: list[tuple[str, dict[str, Any]]]) -> None:
