@@ -296,7 +296,7 @@ def _check_tracked_window(work: Path, history: LoopHistory, window: Path) -> Non
     iteration.log_iteration(t, run_id, parent, work, record, history.config,
                            production=work / record["production"]["path"])
     run = runs.client(t.uri).get_run(run_id)
-    prod = [d.dataset for d in run.inputs.dataset_inputs if runs._context(d) == "production"]
+    prod = [d.dataset for d in run.inputs.dataset_inputs if iteration._context(d) == "production"]
     assert [(d.name, d.digest) for d in prod] == [(window.name, window.name)]
     assert run.data.tags[runs.TAG_WINDOW] == window.name
     files = {f.path for f in runs.client(t.uri).list_artifacts(run_id, "report-production")}
