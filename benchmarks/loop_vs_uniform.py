@@ -358,17 +358,17 @@ def replay_shard(choice: str, base: Path, work: Path) -> Path | None:
     return render_shard(BaseRecipe(**read_recipe(base)["recipe"]).render_job(), work / "base-data", reuse=True).path
 
 
-def merged_rows(path: Path, preset: str, p: dict[str, Any], arms: list[str], seeds: list[int]) -> list[dict[str, Any]]:
-    """Rows of an earlier result for the arm/seed pairs not run now, refused unless it was made
-    with the same benchmark version, preset and settings (each row marked ``merged_from``)."""
+def merged_rows(path: Path, preset: str, p: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rows of an earlier result by (arm, seed), refused unless it was made with the same
+    benchmark version, preset and settings (each row marked ``merged_from``)."""
     old = json.loads(path.read_text())
     for field, want in (("benchmark", "loop_vs_uniform/2"), ("preset", preset), ("settings", p)):
         if old.get(field) != want:
             raise SystemExit(f"--merge: {path} has {field} {old.get(field)!r}, this run {want!r}; "
                              "merge only results of the same preset and settings")
-    rows = [r for r in old["rows"] if r["arm"] in arms and r["seed"] not in seeds]
-    for r in rows:
-        r.setdefault("merged_from", shown(path))
+    rows = {}
+    for r in old["rows"]:
+        rows[(r["arm"], r["seed"])] = {**r, "merged_from": r.get("merged_from") or shown(path)}
     return rows
 
 
@@ -387,8 +387,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                     help="an extra evaluation shard, reported beside real-test (repeatable)")
     ap.add_argument("--merge", default=None, metavar="RESULT.json",
-                    help="take the rows of an earlier result of this benchmark (same preset and settings) for "
-                         "the arm/seed pairs this run does not run; they are marked merged_from")
+                    help="an earlier result of this benchmark (same preset and settings): every arm/seed pair "
+                         "it holds is taken from it (marked merged_from) instead of being run")
     ap.add_argument("--plot", default=None, help="plot path (default: benchmarks/loop_vs_uniform.png)")
     ap.add_argument("--device", default="auto", help="training/inference device: auto, cpu, cuda")
     args = ap.parse_args(argv)
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     p = PRESETS[args.preset]
     seeds = args.seeds if args.seeds is not None else list(range(p["seeds"]))
     arms = [a for a in args.arms.split(",") if a]
-    merged = merged_rows(Path(args.merge), args.preset, p, arms, seeds) if args.merge else []
+    merged = merged_rows(Path(args.merge), args.preset, p) if args.merge else {}
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -438,9 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     real = probe.real_root
     calibration, calib_s = calibration_params(args, p, real) if set(arms) & {"C", "L"} else (None, 0.0)
     base_test = score(base, real / "real-test", work / "score-base-real-test", "digits", True, p["eval_resamples"])
-    rows = [run_arm(args, p, arm, seed, base, calibration, base_test) for seed in seeds for arm in arms]
-    rows += merged
-    seeds = sorted({r["seed"] for r in rows})
+    rows = [merged.get((arm, seed)) or run_arm(args, p, arm, seed, base, calibration, base_test)
+            for seed in seeds for arm in arms]
     names = [n for n, _ in args.eval]
     arm_stats = per_arm(rows, names)
     cmp = compare(rows, names) if {"U", "L"} <= set(arms) else {}

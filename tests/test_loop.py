@@ -381,13 +381,13 @@ def test_benchmark_seed_lists_and_merging_an_earlier_result(tmp_path: Path) -> N
     rows = [{"arm": a, "seed": s} for a in "UL" for s in (0, 1)]
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"benchmark": "loop_vs_uniform/2", "preset": "smoke", "settings": p, "rows": rows}))
-    got = b.merged_rows(old, "smoke", p, ["U", "L"], [1, 2])  # seed 1 runs now: only seed 0 comes from the file
-    assert sorted((r["arm"], r["seed"]) for r in got) == [("L", 0), ("U", 0)]
-    assert all(r["merged_from"] == str(old) for r in got)
+    got = b.merged_rows(old, "smoke", p)
+    assert sorted(got) == [("L", 0), ("L", 1), ("U", 0), ("U", 1)]
+    assert all(r["merged_from"] == str(old) for r in got.values())
     with pytest.raises(SystemExit, match="settings"):  # other sizes: refused, nothing merged
-        b.merged_rows(old, "smoke", {**p, "steps": 3}, ["U", "L"], [2])
+        b.merged_rows(old, "smoke", {**p, "steps": 3})
     with pytest.raises(SystemExit, match="preset"):
-        b.merged_rows(old, "cpu", p, ["U"], [2])
+        b.merged_rows(old, "cpu", p)
 
 
 @pytest.mark.slow
