@@ -1,4 +1,4 @@
-"""MLflow lineage of the loop (flows/tracking/runs.py, tracking_model.py, tracking_artifacts.py).
+"""MLflow lineage of the loop (flows/tracking/: runs, iteration, model, artifacts).
 
 A tiny fake-renderer loop (2 iterations, 64² images, 2 training steps) is built once per
 session and logged into a temporary sqlite store the way the Prefect flow will: parent run,
