@@ -174,21 +174,32 @@ class ImageRenderer:
         return encode_image(to_record(index, spec, out, sample, rng, times), self.root, times)
 
     def pipelined(self, indices: Iterable[int], ahead: int = 2) -> Iterator[ImageEntry]:
-        """The entries of ``indices``, in order, as ``self(i)`` would give them; each image's
-        :meth:`_finish` runs on one background thread while this thread samples and renders the
-        next (GL stays on this thread; NumPy, SciPy, zlib and the GL read-back release the GIL
-        for much of their work). At most ``ahead`` rendered images wait for that thread; an
-        error there is raised here, at its image. Files still go into the shard's temporary
-        directory, which is renamed only after every entry arrived."""
+        """The entries of ``indices``, in order, as ``self(i)`` would give them, in three
+        stages on three threads: a scene thread samples and builds the next images' scenes and
+        backend scene graphs (:meth:`_prepare`), this thread makes the GL passes (GL stays on
+        it), an encode thread runs each rendered image's :meth:`_finish` (NumPy, SciPy, zlib and
+        the GL read-back release the GIL for much of their work). At most ``ahead`` images wait
+        between stages; an error on either thread is raised here, at its image. Files still go
+        into the shard's temporary directory, which is renamed only after every entry arrived.
+        Every image draws from its own seeds, so the threads' timing cannot change an entry."""
         times = self.times
+        pre = StageTimes() if times else NO_TIMES  # the scene thread's stages, merged at the end
         post = StageTimes() if times else NO_TIMES  # the encode thread's stages, merged at the end
+        order = list(indices)
+        upcoming: deque[Future[_Prepared]] = deque()
         pending: deque[Future[ImageEntry]] = deque()
-        with ThreadPoolExecutor(1, thread_name_prefix="synthloop-encode") as ex:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="synthloop-scene") as scenes,
+            ThreadPoolExecutor(1, thread_name_prefix="synthloop-encode") as ex,
+        ):
             try:
-                for i in indices:
-                    with times("scene"):
-                        spec, sample, rng = self.scene(i)
-                    out = self.renderer.render(spec)
+                upcoming.extend(scenes.submit(self._prepare, i, pre) for i in order[:ahead])
+                for k, i in enumerate(order):
+                    with times("wait_scene"):
+                        spec, sample, rng, prepared = upcoming.popleft().result()
+                    if k + ahead < len(order):
+                        upcoming.append(scenes.submit(self._prepare, order[k + ahead], pre))
+                    out = self.renderer.render(spec, prepared=prepared)  # GL: this thread only
                     pending.append(ex.submit(self._finish, i, spec, out, sample, rng, post))
                     while len(pending) > ahead:
                         with times("wait_encode"):
@@ -199,13 +210,26 @@ class ImageRenderer:
                         entry = pending.popleft().result()
                     yield entry
             finally:
-                for f in pending:
+                for f in upcoming:
                     f.cancel()
+                for g in pending:
+                    g.cancel()
+        times.merge(pre, prefix="scene_thread.")
         times.merge(post, prefix="encode_thread.")
+
+    def _prepare(self, index: int, times: StageTimes) -> _Prepared:
+        """Image ``index``'s sample, scene and backend scene graph (no GL; any thread)."""
+        with times("scene"):
+            spec, sample, rng = self.scene(index)
+        with times("gl_scene"):
+            prepared = self.renderer.prepare(spec)
+        return spec, sample, rng, prepared
 
     def close(self) -> None:
         self.renderer.close()
 
+
+_Prepared = tuple[SceneSpec, SceneSample, np.random.Generator, object]
 
 _WORKER: ImageRenderer | None = None
 

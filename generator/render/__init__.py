@@ -79,7 +79,14 @@ class RenderOutput:
 class Renderer(Protocol):
     """What the pipeline needs from a rendering backend; one instance per process."""
 
-    def render(self, scene: SceneSpec, amodal: bool = True) -> RenderOutput: ...
+    def prepare(self, scene: SceneSpec) -> object:
+        """Backend-side scene objects built ahead of :meth:`render`, on any thread (no GL
+        calls); ``None`` when the backend has nothing to build."""
+        ...
+
+    def render(self, scene: SceneSpec, amodal: bool = True, prepared: object = None) -> RenderOutput:
+        """``prepared``: what :meth:`prepare` returned for this very ``scene``, or None."""
+        ...
 
     def close(self) -> None: ...
 

@@ -36,7 +36,10 @@ class FakeRenderer:
             return np.zeros((self.height, self.width), bool)
         return MplPath(hull).contains_points(self._pix).reshape(self.height, self.width)
 
-    def render(self, scene: SceneSpec, amodal: bool = True) -> RenderOutput:
+    def prepare(self, scene: SceneSpec) -> object:
+        return None
+
+    def render(self, scene: SceneSpec, amodal: bool = True, prepared: object = None) -> RenderOutput:
         h, w = self.height, self.width
         K = scene.camera.intrinsics
         depth = np.full((h, w), np.inf, np.float32)

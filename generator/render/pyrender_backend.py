@@ -128,14 +128,22 @@ class PyrenderRenderer:
             scene.add(cls(color=light.color, intensity=light.intensity), pose=light.pose)
         return scene, nodes
 
-    def render(self, spec: SceneSpec, amodal: bool = True) -> RenderOutput:
+    def prepare(self, spec: SceneSpec) -> object:
+        """The pyrender scene graph and mesh nodes of ``spec``: plain Python and NumPy, no GL
+        (meshes and textures are uploaded by the first pass), so any thread may build it."""
+        return self._scene(spec)
+
+    def render(self, spec: SceneSpec, amodal: bool = True, prepared: object = None) -> RenderOutput:
         if (spec.camera.width, spec.camera.height) != (self.width, self.height):
             raise RenderError(
                 f"camera size {spec.camera.width}x{spec.camera.height} != renderer size {self.width}x{self.height}"
             )
         pr, times = self.pyrender, self.times
-        with times("gl_scene"):
-            scene, nodes = self._scene(spec)
+        if prepared is None:
+            with times("gl_scene"):
+                scene, nodes = self._scene(spec)
+        else:
+            scene, nodes = prepared  # type: ignore[misc]  # from prepare(spec), this very spec
         with times("gl_colour_depth"):  # includes uploading the scene's meshes and textures
             color, depth = self._r.render(scene)
         with times("gl_seg"):
