@@ -186,3 +186,33 @@ def test_pipelined_entries_equal_serial_ones_and_errors_surface(tmp_path: Path, 
         for e in pipeline.ImageRenderer(job, tmp_path / "b").pipelined(range(job.n), ahead=2):
             got.append(e.index)
     assert got == [0, 1, 2]  # in order, up to the failing image
+
+
+@pytest.mark.slow
+@pytest.mark.render
+def test_pipelined_pyrender_entries_equal_the_plain_serial_path(tmp_path: Path) -> None:
+    """Scene graphs built ahead on the scene thread, lean reads, the encode thread: the same
+    entries (labels, statistics, file hashes) as image-by-image rendering through pyrender's
+    own read-back, so a scene graph paired with the wrong image (a stale pose) fails."""
+    from generator.pipeline import ImageRenderer
+    from generator.render.pyrender_backend import PyrenderRenderer
+
+    s = load_scenario("digits")
+    job = RenderJob(s, uniform_params(s), n=8, seed=21, width=80, height=80)
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "plain").mkdir()
+    fast = ImageRenderer(job, tmp_path / "fast")
+    try:
+        got = list(fast.pipelined(range(job.n)))
+    finally:
+        fast.close()
+    plain = ImageRenderer(job, tmp_path / "plain")
+    plain.renderer.close()  # one EGL renderer at a time
+    plain.renderer = PyrenderRenderer(job.width, job.height, lean_reads=False)
+    try:
+        want = [plain(i) for i in range(job.n)]
+    finally:
+        plain.close()
+    assert [(e.index, e.image, e.annotations, e.files) for e in got] == [
+        (e.index, e.image, e.annotations, e.files) for e in want
+    ]
