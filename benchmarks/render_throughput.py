@@ -12,7 +12,10 @@ pyrender scene graph, gl_colour_depth = the pass (a) times (with mesh/texture up
 gl_amodal, annotate = masks/RLE/boxes/visibility/pose, sensor, stats = image and object
 statistics, png = encoding, write = file writes + sha256, finalize = annotations.json, Parquet,
 manifest and rename, setup/close = ImageRenderer start (GL context) and end, other = the rest). Usage:
-python benchmarks/render_throughput.py [--n 200] [--sizes 128 512] [--breakdown]
+python benchmarks/render_throughput.py [--n 200] [--sizes 128 512] [--breakdown] [--repeat 1]
+``--repeat k`` alternates (a) and (b) k times per size and reports the median of the k ratios
+(on a machine shared with other jobs one (a)-then-(b) pair is at the mercy of the load of the
+moment); the 2-worker run stays single.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +62,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--breakdown", action="store_true", help="per-stage ms/img of the 1-worker full pipeline")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="(a), (b) pairs per size, alternating; b/a is the median of the pairs' ratios")
     args = ap.parse_args()
     scenario = load_scenario("digits")
     results: dict[str, object] = {"machine": f"{platform.node()} {platform.processor()} {os.cpu_count()} cores",
@@ -67,18 +73,26 @@ def main() -> None:
             job = RenderJob(scenario, uniform_params(scenario), n=args.n, seed=args.seed, width=size, height=size)
             full_pipeline(RenderJob(scenario, job.params, n=8, seed=99, width=size, height=size),
                           Path(tmp) / "warm", 1)  # glyph caches and shader compilation
-            raw = raw_loop(job, Path(tmp))
             times = StageTimes() if args.breakdown else None
-            full1 = full_pipeline(job, Path(tmp) / f"s{size}-1", 1, times)
+            raws, fulls = [], []
+            for _ in range(args.repeat):  # (a) and (b) alternate, so both see the same machine load
+                raws.append(raw_loop(job, Path(tmp)))
+                fulls.append(full_pipeline(job, Path(tmp) / f"s{size}-1", 1, times))
+            ratios = [f / r for f, r in zip(fulls, raws, strict=True)]
+            raw, full1 = statistics.median(raws), statistics.median(fulls)
             full2 = full_pipeline(job, Path(tmp) / f"s{size}-2", 2)
             row: dict[str, object] = {
                 "raw_img_s": round(raw, 1), "full_img_s_1worker": round(full1, 1),
-                "full_img_s_2workers": round(full2, 1), "ratio_full_over_raw": round(full1 / raw, 3),
+                "full_img_s_2workers": round(full2, 1), "ratio_full_over_raw": round(statistics.median(ratios), 3),
                 "speedup_2_over_1": round(full2 / full1, 2),
             }
+            if args.repeat > 1:
+                row["ratios_each_pair"] = [round(x, 3) for x in ratios]
             if times is not None:
-                row["raw_ms_per_img"] = round(1e3 / raw, 2)
-                row["breakdown_ms_per_img"] = times.per_image_ms(job.n, total_s=job.n / full1)
+                row["raw_ms_per_img"] = round(1e3 * sum(1 / r for r in raws) / len(raws), 2)
+                row["breakdown_ms_per_img"] = times.per_image_ms(
+                    job.n * len(fulls), total_s=sum(job.n / f for f in fulls)
+                )
             results["sizes"][size] = row  # type: ignore[index]
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
