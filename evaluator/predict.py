@@ -126,3 +126,109 @@ def predict_shard(detector: Detector, shard: Shard, batch_size: int = 16,
                 results.extend(_as_results(int(img["id"]), dets))
             bar.update(len(batch))
     return results
+
+
+# -- a large split in chunks on an executor -------------------------------------------------------------
+#
+# Any object with ``submit(fn, *args) -> future`` (``concurrent.futures.ProcessPoolExecutor``,
+# ``distributed.Client.get_executor()``): tasks take paths and image indices and return small
+# records (image ids and COCO detections as plain lists and dicts), never image arrays, so they
+# run wherever the model and the shard are readable at the same paths (a shared filesystem).
+
+_LOADED: dict[str, tuple[tuple[Any, ...], Detector]] = {}  # per worker process: the last model loaded
+
+
+def _model_key(p: Path) -> tuple[Any, ...]:
+    """What changes when the checkpoint at ``p`` is replaced: its files' names, sizes and mtimes."""
+    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+def _worker_detector(model: str) -> Detector:
+    """The detector at ``model``, loaded once per worker process (reloaded when its files change)."""
+    p = Path(model)
+    key = _model_key(p)
+    hit = _LOADED.get(model)
+    if hit is None or hit[0] != key:
+        _LOADED.clear()  # one model in memory per worker
+        _LOADED[model] = (key, open_detector(p))
+    return _LOADED[model][1]
+
+
+def image_chunks(n: int, chunk_images: int, batch_size: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` image-index ranges covering ``n`` images, each a multiple of
+    ``batch_size`` long (but the last), so every chunk's batches are the serial path's batches."""
+    size = max(batch_size, -(-chunk_images // batch_size) * batch_size)
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def predict_chunk(model: str, data: str, start: int, stop: int, batch_size: int = 16,
+                  score_threshold: float = PREDICT_THRESHOLD) -> dict[str, Any]:
+    """Run in a worker: predictions for images ``start:stop`` (shard order) of the shard at
+    ``data`` with the checkpoint at ``model``; ``{"start", "stop", "image_ids", "results"}``."""
+    shard = Shard(data)
+    images = shard.coco["images"][start:stop]
+    detector = _worker_detector(model)
+    results: list[dict[str, Any]] = []
+    for b in range(0, len(images), batch_size):
+        batch = images[b:b + batch_size]
+        out = detector.predict([shard.load_image(img) for img in batch], score_threshold=score_threshold)
+        if len(out) != len(batch):
+            raise DataError(f"--model: predict() returned {len(out)} result lists for "
+                            f"{len(batch)} images; it must return one list per image")
+        for img, dets in zip(batch, out, strict=True):
+            results.extend(_as_results(int(img["id"]), dets))
+    return {"start": start, "stop": stop, "image_ids": [int(img["id"]) for img in images], "results": results}
+
+
+def merge_chunks(chunks: list[dict[str, Any]], image_ids: list[int]) -> list[dict[str, Any]]:
+    """The chunks' results concatenated in image order, after checking that together they cover
+    every image of the shard exactly once, in shard order, and hold detections of their own
+    images only (a dropped, repeated or reordered chunk is one DataError line)."""
+    seen = [i for c in chunks for i in c["image_ids"]]
+    if seen != image_ids:
+        counts: dict[int, int] = {}
+        for i in seen:
+            counts[i] = counts.get(i, 0) + 1
+        known = set(image_ids)
+        missing = [i for i in image_ids if i not in counts]
+        twice = sorted(i for i, c in counts.items() if c > 1)
+        extra = [i for i in seen if i not in known]
+        faults = ([f"{len(missing)} image(s) missing (first id {missing[0]})"] if missing else []) + \
+                 ([f"{len(twice)} image(s) predicted more than once (first id {twice[0]})"] if twice else []) + \
+                 ([f"ids not in the shard (first {extra[0]})"] if extra else [])
+        if not faults:
+            at = next(j for j, (a, b) in enumerate(zip(seen, image_ids, strict=True)) if a != b)
+            faults = [f"out of order at position {at} (id {seen[at]} where the shard has {image_ids[at]})"]
+        why = ", ".join(faults)
+        raise DataError(f"predict: the chunks' predictions do not cover the shard's {len(image_ids)} images once "
+                        f"each in order: {why}; an executor lost or reordered a chunk — run again")
+    results: list[dict[str, Any]] = []
+    for c in chunks:
+        own = set(c["image_ids"])
+        stray = next((r for r in c["results"] if r["image_id"] not in own), None)
+        if stray is not None:
+            raise DataError(f"predict: chunk {c['start']}:{c['stop']} returned a detection of image "
+                            f"{stray['image_id']}, which it did not predict; run again")
+        results.extend(c["results"])
+    return results
+
+
+def predict_parallel(executor: Any, model: str | Path, shard: Shard, batch_size: int = 16, chunk_images: int = 500,
+                     score_threshold: float = PREDICT_THRESHOLD, progress: bool = True) -> list[dict[str, Any]]:
+    """:func:`predict_shard`'s predictions, computed in chunks of about ``chunk_images`` images
+    on ``executor`` (each task loads the model and the shard from their paths) and merged in
+    image order: the same list the serial path returns."""
+    from generator.progress import bar as progress_bar
+
+    images = shard.coco["images"]
+    ranges = image_chunks(len(images), chunk_images, batch_size)
+    model_path, data = str(Path(model).absolute()), str(shard.path.absolute())
+    futures = [executor.submit(predict_chunk, model_path, data, start, stop, batch_size, score_threshold)
+               for start, stop in ranges]
+    chunks = []
+    with progress_bar(len(images), "predict", "img", show=progress) as bar:
+        for f in futures:
+            chunks.append(f.result())
+            bar.update(len(chunks[-1]["image_ids"]))
+    return merge_chunks(chunks, [int(img["id"]) for img in images])

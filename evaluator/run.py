@@ -13,19 +13,28 @@ from typing import Any
 
 from evaluator.checks import check_model, check_shard, resolve_scenario
 from evaluator.evaluate import EvalOptions, Evaluation, evaluate
-from evaluator.predict import model_identity, open_detector, predict_shard
+from evaluator.predict import model_identity, open_detector, predict_parallel, predict_shard
 from evaluator.predictions import load_predictions
 from evaluator.report import write_report
 from generator import atomic
-from generator.errors import ConfigError, ShardError
+from generator.errors import ConfigError, ShardError, field_error, is_int
 from generator.shard import Shard
 
 
 def evaluate_model(model: str | Path, data: str | Path, out: str | Path, options: EvalOptions | None = None, *,
                    scenario: str | None = None, final_report: bool = False, batch_size: int = 16,
-                   overwrite: bool = False, progress: bool = True) -> tuple[Path, Evaluation]:
-    """Predict with ``model`` on shard ``data``, evaluate, write the report to ``out``."""
+                   overwrite: bool = False, progress: bool = True, executor: Any = None,
+                   chunk_images: int = 500) -> tuple[Path, Evaluation]:
+    """Predict with ``model`` on shard ``data``, evaluate, write the report to ``out``.
+
+    ``executor`` (anything with ``submit``: a ``ProcessPoolExecutor``, a Dask client's
+    ``get_executor()``): a split of more than ``chunk_images`` images is predicted there in
+    contiguous chunks (:func:`evaluator.predict.predict_parallel`; the model and the shard are
+    read from their paths, so workers must see them), merged in image order and evaluated once
+    here: the same report as without it."""
     options = (options or EvalOptions()).validate()
+    if not is_int(chunk_images) or chunk_images < 1:
+        raise field_error("chunk_images", "must be an integer >= 1", chunk_images, "use e.g. 500")
     if not Path(model).exists():
         raise ConfigError(f"--model: {str(model)!r} does not exist; pass a checkpoint written by `synthloop train`")
     try:
@@ -37,7 +46,10 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, options
     check_model(shard, detector.classes, detector.scenario)
     scen = resolve_scenario(scenario, shard, detector.scenario)
     atomic.prepare_output_dir(out, overwrite)
-    predictions = predict_shard(detector, shard, batch_size, progress=progress)
+    if executor is not None and len(shard.coco["images"]) > chunk_images:
+        predictions = predict_parallel(executor, model, shard, batch_size, chunk_images, progress=progress)
+    else:
+        predictions = predict_shard(detector, shard, batch_size, progress=progress)
     ev = evaluate(shard, predictions, scen, options, model=model_identity(model, detector), final_report=final_report)
     return write_report(ev, shard, out, overwrite), ev
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from generator.errors import ConfigError, field_error
+from generator.errors import ConfigError, field_error, is_int
 from generator.params import Distribution, GenerationParams, validate_params
 from generator.pipeline import RenderJob, check_job
 from generator.scenario import Scenario
@@ -204,9 +204,18 @@ def _start_params(scenario: Scenario, start: GenerationParams | None, share: flo
 
 
 def calibrate(scenario: Scenario, real: str | Path | RealSet, start: GenerationParams | None = None,
-              options: CalibrationOptions | None = None, progress: Progress | None = None) -> CalibrationResult:
-    """Fit plain GenerationParams to the real set (see the module docstring)."""
+              options: CalibrationOptions | None = None, progress: Progress | None = None,
+              executor: Any = None, chunks: int = 2) -> CalibrationResult:
+    """Fit plain GenerationParams to the real set (see the module docstring).
+
+    ``executor`` (anything with ``submit``: a ``ProcessPoolExecutor``, a Dask client's
+    ``get_executor()``): each trial's images are rendered there in ``chunks`` contiguous ranges
+    (each chunk makes and deletes one GL context in its worker process; every image keeps its
+    seeds) and the two verification renders run there side by side; the result is the one
+    without it."""
     opts = (options or CalibrationOptions()).check(scenario)
+    if not is_int(chunks) or chunks < 1:
+        raise field_error("chunks", "must be an integer >= 1", chunks, "use the number of workers")
     t0 = time.perf_counter()
     width, height = opts.width or scenario.spec.image.width, opts.height or scenario.spec.image.height
     check_job(RenderJob(scenario, GenerationParams(scenario=scenario.name), opts.images_per_trial, opts.seed, width,
@@ -215,7 +224,8 @@ def calibrate(scenario: Scenario, real: str | Path | RealSet, start: GenerationP
     refs = condition_refs(scenario, list(opts.conditions) if opts.conditions else None)
     real_set = real if isinstance(real, RealSet) else load_real(real, opts.max_real_images, opts.seed)
     refs = usable_refs(refs, real_set.measured)
-    with TrialRenderer(scenario, opts.images_per_trial, opts.seed, width, height, opts.backend) as renderer:
+    with TrialRenderer(scenario, opts.images_per_trial, opts.seed, width, height, opts.backend, executor,
+                       chunks) as renderer:
         pilot = renderer.measure(first)
         objective = Objective(refs, real_set.measured, pilot)
         search = _Search(renderer, objective, opts.trials, progress)
@@ -226,8 +236,11 @@ def calibrate(scenario: Scenario, real: str | Path | RealSet, start: GenerationP
     assert search.best is not None
     fitted = validate_params(search.best, scenario)
     n_verify = opts.verify_images or opts.images_per_trial
-    before, after = (render_measured(RenderJob(scenario, p, n_verify, opts.seed, width, height, opts.backend))
-                     for p in (first, fitted))
+    jobs = [RenderJob(scenario, p, n_verify, opts.seed, width, height, opts.backend) for p in (first, fitted)]
+    if executor is None:
+        before, after = (render_measured(job) for job in jobs)
+    else:
+        before, after = (f.result() for f in [executor.submit(render_measured, job) for job in jobs])
     report = _report(scenario, real_set, objective, blocks, search, first, fitted, before, after, opts)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     samples = {r.name: {"real": objective.real[r.name], "before": before.values(r), "after": after.values(r)}

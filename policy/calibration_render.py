@@ -17,6 +17,7 @@ functions the shard writer uses (:mod:`generator.imagestats`, :mod:`generator.an
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ import pandas as pd
 from evaluator.conditions import condition_tables
 from generator import imagestats
 from generator.annotations import mask_bbox, visibility
+from generator.errors import DataError
 from generator.params import Distribution, GenerationParams
 from generator.pipeline import RenderJob, make_renderer, render_shard, to_record
 from generator.sampling import SceneSample, numeric_law
@@ -69,7 +71,9 @@ class CoupledSampler:
         self.max_objects = int(count_range[1]) if count_range else 1
         width = 1 + len(self.image_names) + self.max_objects * len(self.object_names)
         self.u = np.random.default_rng(np.random.SeedSequence([seed, 1])).random((n, width))
-        self.scene_seeds = np.random.SeedSequence([seed, 2]).spawn(n)
+        # image i's (scene, sensor) seeds, spawned once: SeedSequence.spawn is stateful (a second
+        # call gives new children), so spawning per trial gave each trial other seeds
+        self.seeds = [tuple(s.spawn(2)) for s in np.random.SeedSequence([seed, 2]).spawn(n)]
 
     def sample(self, i: int, params: GenerationParams) -> SceneSample:
         row, specs = self.u[i], self.scenario.parameters
@@ -121,28 +125,23 @@ def to_measured(image_rows: list[dict[str, Any]], object_rows: list[dict[str, An
     return Measured(images=images, objects=objects)
 
 
-class TrialRenderer:
-    """Renders the fixed image set of a calibration under any params; one GL context."""
+class _Images:
+    """The fixed trial images of one calibration in one process: sampler, builder, renderer."""
 
-    def __init__(self, scenario: Scenario, n: int, seed: int, width: int, height: int,
-                 backend: str = "pyrender") -> None:
-        self.scenario, self.n, self.width, self.height = scenario, n, width, height
+    def __init__(self, scenario: Scenario, n: int, seed: int, width: int, height: int, renderer: Any) -> None:
+        self.scenario, self.width, self.height = scenario, width, height
         self.sampler = CoupledSampler(scenario, n, seed)
         self.builder = scenario.builder()
-        self.renderer = make_renderer(backend, width, height)
+        self.renderer = renderer
 
-    def __enter__(self) -> TrialRenderer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.renderer.close()
-
-    def measure(self, params: GenerationParams) -> Measured:
+    def rows(self, params: GenerationParams, start: int, stop: int) -> tuple[list[dict[str, Any]],
+                                                                             list[dict[str, Any]]]:
+        """Image and object rows of images ``start:stop`` under ``params`` (per-image seeds)."""
         image_rows: list[dict[str, Any]] = []
         object_rows: list[dict[str, Any]] = []
-        for i in range(self.n):
+        for i in range(start, stop):
             sample = self.sampler.sample(i, params)
-            s_scene, s_sensor = self.sampler.scene_seeds[i].spawn(2)
+            s_scene, s_sensor = self.sampler.seeds[i]
             spec = self.builder(sample, np.random.default_rng(s_scene), self.width, self.height,
                                 self.scenario.classes)
             out = self.renderer.render(spec)
@@ -150,7 +149,71 @@ class TrialRenderer:
             image, objects = measure_record(i + 1, record, sample)
             image_rows.append(image)
             object_rows.extend(objects)
+        return image_rows, object_rows
+
+
+def measure_chunk(scenario: Scenario, n: int, seed: int, width: int, height: int, backend: str,
+                  params: GenerationParams, start: int, stop: int) -> dict[str, Any]:
+    """Run in a worker: the rows of trial images ``start:stop`` under ``params``. The chunk makes
+    its renderer (one GL context) and deletes it when done, as a render task does with its shard:
+    a context kept alive in a worker breaks once another task there deletes its own (EGL_BAD_DISPLAY)."""
+    renderer = make_renderer(backend, width, height)
+    try:
+        image_rows, object_rows = _Images(scenario, n, seed, width, height, renderer).rows(params, start, stop)
+    finally:
+        renderer.close()
+    return {"start": start, "stop": stop, "images": image_rows, "objects": object_rows}
+
+
+def trial_chunks(n: int, chunks: int) -> list[tuple[int, int]]:
+    """``chunks`` contiguous, near-equal ``[start, stop)`` ranges covering ``n`` images."""
+    k = max(1, min(chunks, n))
+    edges = [round(j * n / k) for j in range(k + 1)]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+class TrialRenderer:
+    """Renders the fixed image set of a calibration under any params: here with one GL context,
+    or with ``executor`` (anything with ``submit``: a ``ProcessPoolExecutor``, a Dask client's
+    ``get_executor()``) in ``chunks`` contiguous image ranges (:func:`measure_chunk`: one GL
+    context per chunk, in its worker process; none here). Each image keeps its own seeds, so
+    the measurements are the same either way."""
+
+    def __init__(self, scenario: Scenario, n: int, seed: int, width: int, height: int,
+                 backend: str = "pyrender", executor: Any = None, chunks: int = 2) -> None:
+        self.scenario, self.n, self.seed, self.width, self.height = scenario, n, seed, width, height
+        self.backend, self.executor, self.chunks = backend, executor, chunks
+        self.local = None if executor is not None else _Images(scenario, n, seed, width, height,
+                                                                make_renderer(backend, width, height))
+
+    def __enter__(self) -> TrialRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.local is not None:
+            self.local.renderer.close()
+
+    def measure(self, params: GenerationParams) -> Measured:
+        if self.local is not None:
+            return to_measured(*self.local.rows(params, 0, self.n))
+        ranges = trial_chunks(self.n, self.chunks)
+        futures = [self.executor.submit(measure_chunk, self.scenario, self.n, self.seed, self.width, self.height,
+                                        self.backend, params, a, b) for a, b in ranges]
+        image_rows: list[dict[str, Any]] = []
+        object_rows: list[dict[str, Any]] = []
+        for f in futures:
+            chunk = f.result()
+            image_rows.extend(chunk["images"])
+            object_rows.extend(chunk["objects"])
+        ids = [int(r["image_id"]) for r in image_rows]
+        if ids != list(range(1, self.n + 1)):
+            raise DataError(f"calibrate: the trial's chunks returned images {_span(ids)}, not 1..{self.n} once each "
+                            "in order; an executor lost or reordered a chunk — run again")
         return to_measured(image_rows, object_rows)
+
+
+def _span(ids: list[int]) -> str:
+    return f"{ids[:3]}…{ids[-2:]} ({len(ids)})" if len(ids) > 5 else str(ids)
 
 
 def shard_measured(shard: Shard) -> Measured:
@@ -166,3 +229,4 @@ def render_measured(job: RenderJob, progress: Callable[[Any], None] | None = Non
     with tempfile.TemporaryDirectory(prefix="synthloop-calibrate-") as tmp:
         result = render_shard(job, f"{tmp}/shard", progress=progress)
         return shard_measured(Shard(result.path))
+

@@ -126,6 +126,7 @@ def leftovers(work: Path) -> list[str]:
     ({"executor": "dask", "dask_address": "not an address"}, "loop.dask_address: must be a Dask scheduler address"),
     ({"executor": "dask", "dask_workers": 0}, "loop.dask_workers: must be an integer >= 1"),
     ({"executor": "dask", "dask_gpu": True}, "loop.dask_gpu: needs dask_address"),
+    ({"executor": "dask", "eval_chunk_images": 0}, "loop.eval_chunk_images: must be an integer >= 1, but got 0"),
 ])
 def test_bad_executor_settings_are_one_line(tmp_path: Path, over: dict[str, Any], words: str) -> None:
     from flows.orchestration.settings import LoopSettings
@@ -154,12 +155,15 @@ def test_dask_renders_the_process_runners_shards_on_gpu_workers_only(
         prefect: None, real: Path, cluster: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
     from test_render_egl import assert_same_render
 
+    from evaluator.evaluate import EvalOptions
+    from evaluator.run import evaluate_model
+    from flows.loop.state import iteration_seeds
     from flows.orchestration.closed_loop import closed_loop
     from generator.params import load_params
     from generator.pipeline import render_shard, shard_problem
 
     s = settings(tmp_path, real, iterations=1, images_per_iteration=4, backend="pyrender",
-                 executor="dask", dask_address=cluster["address"], dask_gpu=True)
+                 executor="dask", dask_address=cluster["address"], dask_gpu=True, eval_chunk_images=4)
     cfg = s.loop_config()
     rows = closed_loop(s)  # a direct call (as a deployment runs it): the loop becomes a subflow on Dask
     assert [r["images_rendered"] for r in rows] == [4]
@@ -178,6 +182,40 @@ def test_dask_renders_the_process_runners_shards_on_gpu_workers_only(
     ran = ran_on(cluster["address"], "render_shard")
     assert len(ran[cluster["addr"]["gpu"]]) == 2 and ran[cluster["addr"]["cpu"]] == []
     assert leftovers(cfg.work) == []
+    # the evaluation of real-val (12 images > eval_chunk_images) predicted its chunks on the cluster
+    # (GPU workers too, under dask_gpu), with the report this process computes serially
+    chunks = ran_on(cluster["address"], "predict_chunk")
+    assert chunks[cluster["addr"]["gpu"]] and chunks[cluster["addr"]["cpu"]] == []
+    entry = json.loads((cfg.work / "history.json").read_text())["iterations"][0]
+    opts = EvalOptions(resamples=cfg.eval_resamples, seed=iteration_seeds(cfg.seed, 0)["evaluate"],
+                       score_threshold=cfg.score_threshold)
+    _, here_ev = evaluate_model(cfg.work / entry["train"]["path"], cfg.real_root / "real-val", tmp_path / "serial",
+                                opts, scenario=cfg.scenario, progress=False)
+    on_dask = json.loads((cfg.iter_dir(0) / "report" / "report.json").read_text())
+    assert on_dask["overall"] == here_ev.report["overall"] and on_dask["slices"] == here_ev.report["slices"]
+
+
+@pytest.mark.slow
+@pytest.mark.servers
+@pytest.mark.render
+def test_calibration_renders_on_the_cluster_give_the_serial_result(real: Path, cluster: dict[str, Any]) -> None:
+    """`synthloop calibrate --executor dask --dask-address`: each trial's images in chunks on the
+    workers (one EGL context per worker process, real pyrender), the result of one process."""
+    from test_calibrate_parallel import outcome
+
+    from flows.orchestration.executor import command_executor
+    from generator.scenario import load_scenario
+    from policy.calibrate import CalibrationOptions, calibrate
+
+    s = load_scenario("digits")
+    opts = CalibrationOptions(trials=3, images_per_trial=6, seed=2, width=32, height=32, backend="pyrender")
+    with command_executor("dask", cluster["address"]) as (ex, workers):
+        assert workers == 2
+        on_dask = calibrate(s, real / "real-val", None, opts, executor=ex, chunks=workers)
+    serial = calibrate(s, real / "real-val", None, opts)
+    assert outcome(on_dask) == outcome(serial)
+    ran = ran_on(cluster["address"], "measure_chunk")
+    assert all(ran[a] for a in cluster["addr"].values())  # both workers rendered
 
 
 @pytest.mark.slow

@@ -50,6 +50,15 @@ def add_parser(sub: Any) -> None:
                    help="use at most N real images (a seeded subsample; default 2000)")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("W", "H"),
                    help="render size (default: the scenario's image size)")
+    p.add_argument("--executor", default=None, choices=["process", "dask"],
+                   help="render each trial's images in chunks on: process (a pool of --workers spawned processes "
+                        "here) | dask (a local Dask cluster of --workers processes, or the scheduler at "
+                        "--dask-address); the result is the same as without (default: this process)")
+    p.add_argument("--dask-address", default=None, metavar="ADDR",
+                   help="with --executor dask: an existing scheduler, e.g. tcp://HOST:8786 (workers started with "
+                        "`dask worker ADDR --nthreads 1`; nothing is written on them)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes of --executor process, or of the local Dask cluster (default: CPU count)")
     p.add_argument("--backend", default="pyrender", choices=["pyrender", "fake"], help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -61,6 +70,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
+    from flows.orchestration.executor import check_command, command_executor
     from generator import atomic
     from generator.params import load_params
     from generator.scenario import load_scenario
@@ -68,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from policy.calibration_report import to_markdown, write_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_command(args.executor, args.dask_address, args.workers)  # before anything is written
     out = atomic.prepare_output_file(args.out, "--out")
     assert out is not None  # --out is required
     scenario = load_scenario(args.scenario)
@@ -79,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
         max_real_images=args.max_real_images, width=width, height=height, backend=args.backend).check(scenario)
     if args.report is not None:
         atomic.prepare_output_dir(args.report, overwrite=True)
-    result = calibrate(scenario, args.real, start, options,
-                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    with command_executor(args.executor, args.dask_address, args.workers) as (executor, workers):
+        result = calibrate(scenario, args.real, start, options,
+                           progress=lambda line: print(line, file=sys.stderr, flush=True), executor=executor,
+                           chunks=workers)
     if args.report is not None:
         write_report(result, args.report)
     result.params.save(out)

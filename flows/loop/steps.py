@@ -392,9 +392,12 @@ def external_evaluation(cfg: LoopConfig, model: Path, split: str, out: Path, ste
     return path, ev
 
 
-def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val") -> EvalStep:
+def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val", executor: Any = None,
+                  chunk_images: int = 500) -> EvalStep:
     """Evaluate ``model`` on a real split into ``iter_k/report`` (real-val, the policy's input)
-    or ``iter_k/report-test`` (real-test: ``final_report=True``, for reporting only)."""
+    or ``iter_k/report-test`` (real-test: ``final_report=True``, for reporting only).
+    ``executor`` (anything with ``submit``; the flow passes its Dask cluster's): a split of more
+    than ``chunk_images`` images is predicted there in chunks, with the same report."""
     from evaluator.evaluate import EvalOptions
     from evaluator.run import evaluate_model, headline
 
@@ -411,7 +414,7 @@ def evaluate_step(cfg: LoopConfig, k: int, model: Path, split: str = "real-val")
     else:
         path, ev = evaluate_model(model, cfg.real_root / split, cfg.iter_dir(k) / REPORT_DIRS[split], opts,
                                   scenario=cfg.scenario, final_report=split == "real-test", overwrite=True,
-                                  progress=cfg.progress)
+                                  progress=cfg.progress, executor=executor, chunk_images=chunk_images)
     h = headline(ev.report)
     n = int((ev.report["data"].get("counts") or {}).get("images") or 0)
     report(done_line(f"evaluate iter {k}", f"{n} {split} images", time.perf_counter() - t0, n,

@@ -122,8 +122,9 @@ def shards_conditions(shards: list[Path]) -> pd.DataFrame | None:
     return pd.concat([Shard(s).conditions() for s in shards], ignore_index=True) if shards else None
 
 
-def evaluate_init(cfg: LoopConfig) -> EvalStep:
-    """Evaluate the init model on real-val into ``WORK/init/report`` (the first policy input)."""
+def evaluate_init(cfg: LoopConfig, executor: Any = None, chunk_images: int = 500) -> EvalStep:
+    """Evaluate the init model on real-val into ``WORK/init/report`` (the first policy input);
+    ``executor``/``chunk_images`` as :func:`flows.loop.steps.evaluate_step`."""
     from evaluator.evaluate import EvalOptions
     from evaluator.run import evaluate_model, headline
     from flows.loop.steps import EvalStep
@@ -141,7 +142,8 @@ def evaluate_init(cfg: LoopConfig) -> EvalStep:
                                        opts.seed)
     else:
         path, ev = evaluate_model(model, cfg.real_root / "real-val", init_dir(cfg) / "report", opts,
-                                  scenario=cfg.scenario, overwrite=True, progress=cfg.progress)
+                                  scenario=cfg.scenario, overwrite=True, progress=cfg.progress, executor=executor,
+                                  chunk_images=chunk_images)
     h = headline(ev.report)
     return EvalStep(path, "real-val", h["map50"], h["recall"], h["weakest"], round(time.perf_counter() - t0, 3),
                     ev.report)

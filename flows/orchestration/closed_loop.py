@@ -128,8 +128,10 @@ def train(cfg: LoopConfig, k: int, shards: list[Path], init: Path | None) -> ste
 
 
 @task(name="evaluate-real-val", task_run_name="evaluate-iter{k}", cache_policy=NO_CACHE)
-def evaluate(cfg: LoopConfig, k: int, model: Path) -> steps.EvalStep:
-    return steps.evaluate_step(cfg, k, model, "real-val")
+def evaluate(cfg: LoopConfig, k: int, model: Path, chunk_images: int = 500) -> steps.EvalStep:
+    """In the flow's process; on Dask, a split of more than ``chunk_images`` images is predicted
+    in chunks on the cluster (the same report)."""
+    return steps.evaluate_step(cfg, k, model, "real-val", executor.cluster_executor(), chunk_images)
 
 
 @task(name="evaluate-production", task_run_name="production-iter{k}", cache_policy=NO_CACHE)
@@ -144,8 +146,8 @@ def decide(cfg: LoopConfig, k: int, report: dict[str, Any], params: GenerationPa
 
 
 @task(name="evaluate-init-model", cache_policy=NO_CACHE)
-def evaluate_init(cfg: LoopConfig) -> steps.EvalStep:
-    return warm_start.evaluate_init(cfg)
+def evaluate_init(cfg: LoopConfig, chunk_images: int = 500) -> steps.EvalStep:
+    return warm_start.evaluate_init(cfg, executor.cluster_executor(), chunk_images)
 
 
 @task(name="render-probe", cache_policy=NO_CACHE, **IO_RETRY)
@@ -166,13 +168,13 @@ def track_init(t: runs.Tracking, parent: str, cfg: LoopConfig, init: dict[str, A
 
 
 def pre_step(t: runs.Tracking, parent: str, cfg: LoopConfig, history: LoopHistory,
-             flow_run_id: str | None) -> str | None:
+             flow_run_id: str | None, chunk_images: int = 500) -> str | None:
     """Warm start: evaluate the init model and decide params_0 (once), track it; the init run's
     id (iteration 0's previous run), or None for a cold start."""
     if cfg.init_model is None:
         return None
     if history.init is None:
-        e = evaluate_init(cfg)
+        e = evaluate_init(cfg, chunk_images)
         # the init model's training shards give the policy its conditions; else a probe shard,
         # rendered in a worker process like every render (one GL context per process)
         shards = warm_start.condition_shards(cfg) or [render_probe.submit(cfg).result()]
@@ -222,7 +224,7 @@ def render_all(cfg: LoopConfig, k: int, params: GenerationParams) -> list[steps.
     return done
 
 
-def run_one(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
+def run_one(cfg: LoopConfig, k: int, history: LoopHistory, chunk_images: int = 500) -> IterationRecord:
     """Iteration ``k``'s library steps as tasks; the history entry is written last."""
     import time
 
@@ -231,7 +233,7 @@ def run_one(cfg: LoopConfig, k: int, history: LoopHistory) -> IterationRecord:
     renders = render_all(cfg, k, params)
     new = [r.path for r in renders]
     t = train(cfg, k, driver.loop_shards(history) + new, driver.previous_model(cfg, history))
-    e = evaluate(cfg, k, t.path)
+    e = evaluate(cfg, k, t.path, chunk_images)
     merged = assess_production(cfg, k, e.report, [path for path, _ in t.data]) if cfg.production else None
     p = decide(cfg, k, merged or e.report, params, new)
     record = driver.iteration_record(cfg, k, history, renders, t, e, p, time.perf_counter() - t0,
@@ -350,10 +352,10 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
     progress = publish.loop_progress(cfg, len(history.entries))
     previous: str | None = None
     try:
-        previous = pre_step(t, parent, cfg, history, run)
+        previous = pre_step(t, parent, cfg, history, run, settings.eval_chunk_images)
         for k in range(cfg.iterations):
             done = k < len(history.entries)
-            record = history.entries[k] if done else run_one(cfg, k, history)
+            record = history.entries[k] if done else run_one(cfg, k, history, settings.eval_chunk_images)
             tracked = track(t, parent, k, previous, cfg, record.to_dict(), run, history.init if k == 0 else None)
             previous = tracked["run_id"]
             if not done:

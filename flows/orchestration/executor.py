@@ -1,7 +1,9 @@
 """Where the loop's parallel steps run: ``executor: process`` (default) or ``executor: dask``.
 
 The parallel steps are the render tasks of the closed-loop flow (an iteration's shards, the
-repair of damaged shards, a warm start's probe shard). ``process`` keeps the flow's own
+repair of damaged shards, a warm start's probe shard) and, on Dask, the predictions of a large
+evaluation split (:func:`cluster_executor`: chunks of ``eval_chunk_images`` images through the
+runner's own client; the evaluator only sees a ``concurrent.futures``-like executor). ``process`` keeps the flow's own
 ``ProcessPoolTaskRunner`` (spawned processes on this machine, unchanged). ``dask`` runs them
 through ``prefect-dask``'s ``DaskTaskRunner``:
 
@@ -23,6 +25,10 @@ A render task returns a path and a small record, never image arrays. The EGL con
 in the worker process by the render itself (pyrender is imported there, after
 ``PYOPENGL_PLATFORM`` is set) and deleted when the shard is done: with one thread per worker,
 one context per process at a time.
+
+Commands outside the flow (``synthloop calibrate --executor``) take a plain executor from
+:func:`command_executor`: a spawned process pool, a ``LocalCluster`` or an existing scheduler
+(checked by :func:`connect`, the loop's check: it answers, one thread per worker).
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ CONNECT_TIMEOUT_S = 10.0
 _ADDRESS = re.compile(r"^((tcp|tls|inproc|ucx)://)?[^\s/:]+(:\d+)?$")
 
 
-def check_settings(executor: Any, address: Any, workers: Any, gpu: Any) -> None:
+def check_settings(executor: Any, address: Any, workers: Any, gpu: Any, eval_chunk: Any = 500) -> None:
     """One line naming the field for a bad executor setting (nothing is contacted here)."""
+    if not is_int(eval_chunk) or eval_chunk < 1:
+        raise field_error("loop.eval_chunk_images", "must be an integer >= 1", eval_chunk, "use e.g. 500")
     if executor not in EXECUTORS:
         raise field_error("loop.executor", f"must be one of {list(EXECUTORS)}", executor,
                           "use 'process' (this machine) or 'dask'")
@@ -94,6 +102,22 @@ def on_dask() -> bool:
     return ctx is not None and dask_runners is not None and isinstance(ctx.task_runner, dask_runners.DaskTaskRunner)
 
 
+def cluster_executor() -> Any:
+    """Inside a flow run on Dask (tasks called in the flow's process included): the cluster as a
+    ``concurrent.futures``-like executor (``submit``/``map``) through the task runner's own
+    client, for a library's chunked work (evaluation over a large split); None otherwise.
+    (prefect-dask makes its client with ``set_as_default=False``: ``distributed.get_client()``
+    finds no client in the flow's process, so the runner's is taken from the flow run context.)
+    Under ``dask_gpu`` the chunks, like the renders, go to workers offering ``GPU``."""
+    if not on_dask():
+        return None
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner: Any = ctx.task_runner if ctx is not None else None  # a DaskTaskRunner: on_dask() checked it
+    return runner.client.get_executor()
+
+
 @contextlib.contextmanager
 def render_annotations(settings: Any) -> Iterator[None]:
     """Tasks submitted inside ask for a GPU when ``dask_gpu`` is set (Dask resources)."""
@@ -135,6 +159,30 @@ def _probe(directory: str, name: str, token: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def connect(address: str, name: str, fix: str) -> Iterator[Any]:
+    """A ``distributed.Client`` of the scheduler at ``address`` whose workers each run one thread
+    and are at least one; one ConfigError line naming ``name`` (the setting or option) otherwise."""
+    import distributed
+
+    try:
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise field_error(name, "must reach a running Dask scheduler", address,
+                          f"start one with `dask scheduler` ({exc.__class__.__name__}: {exc})") from None
+    with client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        if not workers:
+            raise field_error(name, "must have at least one worker", address, fix)
+        threads = {w: int(info.get("nthreads", 0)) for w, info in workers.items()}
+        many = sorted(w for w, n in threads.items() if n != 1)
+        if many:
+            raise ConfigError(f"{name}: worker {many[0]} of {address!r} runs {threads[many[0]]} threads, "
+                              "but each render needs a process of its own (one EGL context per process); "
+                              "start workers with `dask worker ADDRESS --nthreads 1`")
+        yield client
+
+
 def check_cluster(settings: Any, work: Path) -> None:
     """With ``dask_address``: the cluster answers, each worker runs one thread, sees ``work``
     (a token file written here, read back there) and writes beside it; with ``dask_gpu`` some
@@ -143,24 +191,9 @@ def check_cluster(settings: Any, work: Path) -> None:
     address = settings.dask_address
     if settings.executor != "dask" or not address:
         return
-    import distributed
-
     fix = "start `dask worker ADDRESS --nthreads 1` on machines that mount the work directory at the same path"
-    try:
-        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise field_error("loop.dask_address", "must reach a running Dask scheduler", address,
-                          f"start one with `dask scheduler` ({exc.__class__.__name__}: {exc})") from None
-    with client:
+    with connect(address, "loop.dask_address", fix) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
-        if not workers:
-            raise field_error("loop.dask_address", "must have at least one worker", address, fix)
-        threads = {w: int(info.get("nthreads", 0)) for w, info in workers.items()}
-        many = sorted(w for w, n in threads.items() if n != 1)
-        if many:
-            raise ConfigError(f"loop.dask_address: worker {many[0]} of {address!r} runs {threads[many[0]]} threads, "
-                              "but each render needs a process of its own (one EGL context per process); "
-                              "start workers with `dask worker ADDRESS --nthreads 1`")
         if settings.dask_gpu and not any((info.get("resources") or {}).get("GPU") for info in workers.values()):
             raise ConfigError(f"loop.dask_gpu: no worker of {address!r} offers the GPU resource, so no render "
                               "could start; start GPU workers with `dask worker ADDRESS --nthreads 1 "
@@ -181,3 +214,57 @@ def check_cluster(settings: Any, work: Path) -> None:
             raise ConfigError(f"loop.dask_address: worker {w} of {address!r} cannot use the work directory "
                               f"{str(work)!r}: it {why} ({len(blind)} of {len(answers)} workers); shards are "
                               f"written there, so it must be a shared filesystem path; {fix}")
+
+
+def check_command(kind: Any, address: Any, workers: Any) -> None:
+    """A command's ``--executor``/``--dask-address``/``--workers`` (``synthloop calibrate``):
+    one line naming the option (nothing is contacted here)."""
+    if kind not in (None, *EXECUTORS):
+        raise field_error("--executor", f"must be one of {list(EXECUTORS)}", kind)
+    if address is not None:
+        if kind != "dask":
+            raise field_error("--dask-address", "applies to --executor dask only", address, "add --executor dask")
+        if not isinstance(address, str) or not _ADDRESS.match(address):
+            raise field_error("--dask-address", "must be a Dask scheduler address like 'tcp://HOST:8786'", address,
+                              "start one with `dask scheduler` and pass the address it prints")
+    if workers is not None:
+        if kind is None:
+            raise field_error("--workers", "applies to --executor process or dask only", workers,
+                              "add --executor process")
+        if not is_int(workers) or workers < 1:
+            raise field_error("--workers", "must be an integer >= 1", workers)
+        if address is not None:
+            raise field_error("--workers", "sizes a local pool or cluster only; with --dask-address the cluster "
+                              "has the workers started for it", workers, "drop --workers")
+
+
+@contextlib.contextmanager
+def command_executor(kind: str | None, address: str | None = None,
+                     workers: int | None = None) -> Iterator[tuple[Any, int]]:
+    """``(executor, worker count)`` for a command's chunked work outside the flow: ``None``
+    → ``(None, 1)`` (this process); ``process`` → a spawned ``ProcessPoolExecutor`` of
+    ``workers`` (default: CPU count); ``dask`` → a ``LocalCluster`` of ``workers`` one-thread
+    processes, or the scheduler at ``address`` (checked: it answers, one thread per worker),
+    as ``Client.get_executor()``. Stopped on exit (an external cluster stays up)."""
+    check_command(kind, address, workers)
+    n = workers or os.cpu_count() or 1
+    if kind is None:
+        yield None, 1
+    elif kind == "process":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from generator.workers import exit_on_sigint
+
+        spawn = multiprocessing.get_context("spawn")  # no GL context or torch state inherited
+        with ProcessPoolExecutor(n, mp_context=spawn, initializer=exit_on_sigint) as pool:
+            yield pool, n
+    elif address is not None:
+        with connect(address, "--dask-address", "start `dask worker ADDRESS --nthreads 1`") as client:
+            yield client.get_executor(), max(1, sum(client.nthreads().values()))
+    else:
+        import distributed
+
+        cluster = distributed.LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None)
+        with cluster, distributed.Client(cluster, set_as_default=False) as client:
+            yield client.get_executor(), n

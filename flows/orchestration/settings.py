@@ -101,6 +101,9 @@ class _Product(FileSettings):
     dask_address: str | None = None  # an existing scheduler (tcp://HOST:8786); None: a LocalCluster
     dask_workers: int | None = None  # the LocalCluster's worker processes (default min(render_shards, CPUs))
     dask_gpu: bool = False  # render tasks ask for the Dask resource GPU=1 (workers `--resources GPU=1`)
+    # on Dask, a real split of more than this many images is predicted in chunks of this many
+    # on the cluster (the same report; evaluator.run.evaluate_model)
+    eval_chunk_images: int = 500
 
 
 def _loop_fields() -> dict[str, Any]:
@@ -122,7 +125,7 @@ class LoopSettings(_Base):  # type: ignore[misc, valid-type]
         """The library-level config, validated (raises ConfigError naming the field)."""
         from flows.orchestration.executor import check_settings
 
-        check_settings(self.executor, self.dask_address, self.dask_workers, self.dask_gpu)
+        check_settings(self.executor, self.dask_address, self.dask_workers, self.dask_gpu, self.eval_chunk_images)
         names = {f.name for f in dataclasses.fields(LoopConfig)}
         cfg = LoopConfig(**{k: v for k, v in self.model_dump().items() if k in names}).validate()
         from flows.orchestration.stores import check_loop_stores
