@@ -84,3 +84,25 @@ def semantic_mask(instance_ids: np.ndarray, category_of_instance: dict[int, int]
         if inst < lut.size:
             lut[inst] = cat
     return lut[instance_ids]
+
+
+def keypoints(points_obj: np.ndarray, obj_to_cam: np.ndarray, K: np.ndarray, depth: np.ndarray,
+              tolerance: float = 0.02) -> np.ndarray:
+    """COCO keypoints ``(K, 3)`` rows ``(x, y, v)`` of object-frame points seen through ``K``.
+
+    ``v = 2``: inside the image and not hidden (the rendered depth at its pixel is not nearer
+    than the point by more than ``tolerance`` of its depth, or nothing is there); ``v = 1``:
+    inside the image but behind a surface (another object or the object itself); ``v = 0``:
+    outside the image or behind the camera, with ``x = y = 0`` as COCO asks. ``x, y`` are
+    continuous pixel coordinates (pixel centres at ``.5``)."""
+    pts = (np.c_[points_obj, np.ones(len(points_obj))] @ np.asarray(obj_to_cam, float).T)[:, :3]
+    uv = project_points(pts, K)
+    h, w = depth.shape
+    out = np.zeros((len(pts), 3))
+    for k, ((x, y), z) in enumerate(zip(uv, pts[:, 2], strict=True)):
+        if z <= 0 or not (0 <= x < w and 0 <= y < h):
+            continue
+        d = float(depth[int(y), int(x)])
+        hidden = 0 < d < z * (1 - tolerance)
+        out[k] = (x, y, 1 if hidden else 2)
+    return out

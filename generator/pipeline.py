@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from generator import GENERATOR_VERSION, sensor
-from generator.annotations import truncation
+from generator.annotations import keypoints, truncation
 from generator.errors import ConfigError, ShardError
 from generator.fingerprint import fingerprint
 from generator.params import GenerationParams
@@ -47,6 +47,7 @@ class RenderJob:
     backend: str = "pyrender"
 
     def fingerprint(self) -> str:
+        assets = self.scenario.asset_digest()  # only scenarios with mesh assets: others unchanged
         return fingerprint(
             scenario=self.scenario.spec_dict(),
             params=self.params.to_dict(),
@@ -55,6 +56,7 @@ class RenderJob:
             image_size=[self.width, self.height],
             backend=self.backend,
             generator_version=GENERATOR_VERSION,
+            **({"asset_files": assets} if assets else {}),
         )
 
     def manifest_info(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class RenderJob:
                 "version": s.spec.version,
                 "spec_sha256": s.spec_hash(),
                 "spec": s.spec_dict(),
+                **({"asset_files": s.asset_digest()} if s.spec.assets else {}),
             },
             "params": self.params.to_dict(),
             "seed": self.seed,
@@ -122,6 +125,7 @@ def _objects(spec: SceneSpec, out: RenderOutput) -> list[ObjectRecord]:
         pts = camera_points(obj, spec.camera.pose)
         trunc = truncation(pts, K, spec.camera.width, spec.camera.height) if (pts[:, 2] > 0).all() else 1.0
         pose = GL_TO_CV @ np.linalg.inv(spec.camera.pose) @ obj.pose
+        kps = None if obj.keypoints is None else keypoints(obj.keypoints, pose, K, out.depth)
         assert obj.category_id is not None  # labelled objects carry a class (builder contract)
         objects.append(
             ObjectRecord(
@@ -131,6 +135,7 @@ def _objects(spec: SceneSpec, out: RenderOutput) -> list[ObjectRecord]:
                 truncation=trunc,
                 pose=pose,
                 attributes=obj.attributes,
+                keypoints=kps,
             )
         )
     return objects

@@ -285,6 +285,27 @@ class _Checker:
                 self.add(record, "visibility", f"visibility must be in [0, 1], but got {v!r}")
         if "pose" in self.label_types or "pose" in a:
             self.pose(record, a.get("pose"))
+        if "keypoints" in a:  # only annotations whose asset declares keypoints carry them
+            self.keypoints(record, a, img)
+
+    def keypoints(self, record: str, a: dict[str, Any], img: dict[str, Any]) -> None:
+        kp = a["keypoints"]
+        ok = isinstance(kp, list) and len(kp) % 3 == 0 and all(
+            isinstance(v, NUMBER) and not isinstance(v, bool) for v in kp)
+        if not ok:
+            self.add(record, "keypoints", f"keypoints must be a flat list of (x, y, v) numbers, but got "
+                     f"{json.dumps(kp)[:80]}")
+            return
+        pts = np.asarray(kp, dtype=float).reshape(-1, 3)
+        if not np.isin(pts[:, 2], (0, 1, 2)).all():
+            self.add(record, "keypoints", f"keypoint visibility must be 0, 1 or 2, but got {pts[:, 2].tolist()}")
+        on = pts[:, 2] > 0
+        W, H = img["width"], img["height"]
+        if on.any() and not ((pts[on, 0] >= 0) & (pts[on, 0] <= W) & (pts[on, 1] >= 0) & (pts[on, 1] <= H)).all():
+            self.add(record, "keypoints_inside", f"a labelled keypoint leaves the {W}x{H} image")
+        if a.get("num_keypoints") != int(on.sum()):
+            self.add(record, "keypoints", f"num_keypoints {a.get('num_keypoints')!r} != labelled keypoints "
+                     f"{int(on.sum())}")
 
     def amodal(self, record: str, a: dict[str, Any], vis: dict[str, Any], pixels: int,
                img: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ policy moves the parameters' distributions (see :mod:`generator.params`).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from generator.assets import AssetSpec, LoadedMesh, asset_digest, check_assets
 from generator.errors import ConfigError, is_number
 from generator.fingerprint import json_sha256
 from generator.validation import load_yaml_or_json, parse_model
@@ -92,6 +94,7 @@ class ScenarioSpec(BaseModel):
     count_param: str | None = None  # image-level int parameter giving the object count
     parameters: dict[str, ParamSpec] = Field(min_length=1)
     conditions: dict[str, ConditionSpec] = Field(default_factory=dict)
+    assets: dict[str, AssetSpec] | None = None  # class -> mesh file/folder (generator/assets.py)
 
     @model_validator(mode="after")
     def _check(self) -> ScenarioSpec:
@@ -105,6 +108,13 @@ class ScenarioSpec(BaseModel):
             cp = self.parameters.get(self.count_param)
             if cp is None or cp.type != "int" or cp.scope != "image":
                 raise ValueError(f"count_param {self.count_param!r} must name an image-scope int parameter")
+        if self.assets is not None:
+            for cls in self.assets:
+                if cls not in self.classes:
+                    raise ValueError(f"assets.{cls}: is not one of the classes {self.classes}")
+            missing = [c for c in self.classes if c not in self.assets]
+            if missing:
+                raise ValueError(f"assets: every class needs an asset; add one for {missing[0]!r}")
         return self
 
 
@@ -114,6 +124,7 @@ class Scenario:
     def __init__(self, spec: ScenarioSpec, source: Path) -> None:
         self.spec = spec
         self.source = source
+        self._meshes: dict[str, list[LoadedMesh]] | None = None
 
     @property
     def name(self) -> str:
@@ -128,7 +139,13 @@ class Scenario:
         return self.spec.parameters
 
     def spec_dict(self) -> dict[str, Any]:
-        return self.spec.model_dump(mode="json")
+        # no `assets` key when none are declared: the specs (and fingerprints) of scenarios
+        # written before assets existed stay exactly as they were
+        return self.spec.model_dump(mode="json", exclude={"assets"} if self.spec.assets is None else None)
+
+    def asset_digest(self) -> dict[str, str]:
+        """sha256 per asset file (empty without assets): in the shard fingerprint."""
+        return asset_digest(self.spec, self.source.parent) if self.spec.assets else {}
 
     def spec_hash(self) -> str:
         return json_sha256(self.spec_dict())
@@ -159,7 +176,15 @@ class Scenario:
         fn = getattr(module, func, None)
         if not callable(fn):
             raise ConfigError(f"scenario {self.name}: builder {self.spec.builder!r} names no function")
+        if getattr(fn, "needs_scenario", False):  # e.g. generator.scenes.assets:build reads `assets:`
+            return functools.partial(fn, scenario=self)
         return fn
+
+    def meshes(self) -> dict[str, list[LoadedMesh]]:
+        """The loaded, checked meshes of the `assets:` section per class (once per instance)."""
+        if self._meshes is None:
+            self._meshes = check_assets(self.spec, self.source.parent, self.source.name)
+        return self._meshes
 
 
 def available() -> list[str]:
@@ -180,4 +205,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         )
     data = load_yaml_or_json(path, "scenario")
     spec = parse_model(ScenarioSpec, data, f"scenario {path.name}")
-    return Scenario(spec, path.resolve())
+    scenario = Scenario(spec, path.resolve())
+    if spec.assets:
+        scenario.meshes()  # every mesh rule, checked before any work
+    return scenario

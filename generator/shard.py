@@ -54,6 +54,7 @@ class ObjectRecord:
     truncation: float = 0.0
     pose: np.ndarray | None = None  # 4x4 object-to-camera, OpenCV camera axes, metres
     attributes: dict[str, Any] = field(default_factory=dict)
+    keypoints: np.ndarray | None = None  # (K, 3) COCO (x, y, v), see generator.annotations.keypoints
 
 
 @dataclass
@@ -154,6 +155,10 @@ def _object_annotation(
             a["visibility"] = _round(ann.visibility(obj.mask, obj.amodal_mask))
         if obj.pose is not None:
             a["pose"] = [[_round(v) for v in row] for row in np.asarray(obj.pose, dtype=float)]
+        if obj.keypoints is not None:  # only objects whose asset declares keypoints
+            kp = np.asarray(obj.keypoints, dtype=float)
+            a["keypoints"] = [_round(v, 3) if j % 3 < 2 else int(v) for j, v in enumerate(kp.ravel())]
+            a["num_keypoints"] = int((kp[:, 2] > 0).sum())
     return a
 
 
@@ -301,6 +306,8 @@ class ShardWriter:
             label_types += ["amodal", "visibility"]
         if any("pose" in a for a in coco["annotations"]):
             label_types.append("pose")
+        if any("keypoints" in a for a in coco["annotations"]):
+            label_types.append("keypoints")
         if any("depth_file" in i for i in coco["images"]):
             label_types += ["depth", "semantic"]
         manifest = {

@@ -27,8 +27,10 @@ class SceneObject:
     category_id: int | None = None  # None: not annotated (occluder, background)
     role: str = "object"  # "object" (labelled), "occluder", or "background" (no instance id)
     attributes: dict[str, object] = field(default_factory=dict)
-    texture: np.ndarray | None = None  # (H, W, 3) uint8, mapped by `uv`
+    texture: np.ndarray | None = None  # (H, W, 3) uint8, mapped by `uv`; `color` multiplies it
     uv: np.ndarray | None = None  # (N, 2)
+    normals: np.ndarray | None = None  # (N, 3) smooth vertex normals for a textured mesh (else +z)
+    keypoints: np.ndarray | None = None  # (K, 3) object-frame points annotated as COCO keypoints
 
 
 @dataclass

@@ -23,6 +23,15 @@ def camera_points(obj: SceneObject, cam_pose: np.ndarray) -> np.ndarray:
     return v[:, :3]
 
 
+def _flat_color(obj: SceneObject) -> np.ndarray:
+    """A labelled textured object (a mesh asset) is drawn in its texture's mean colour times
+    its base colour; everything else (the backdrop included) in its flat ``color``."""
+    c = np.asarray(obj.color, np.float32)
+    if obj.texture is not None and obj.role == "object":
+        c = c * obj.texture.reshape(-1, 3).mean(axis=0).astype(np.float32) / 255.0
+    return c
+
+
 class FakeRenderer:
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
@@ -56,7 +65,7 @@ class FakeRenderer:
                 masks[i] = mask
             closer = mask & (z < depth)
             depth[closer] = z
-            color[closer] = obj.color
+            color[closer] = _flat_color(obj)
             instance[closer] = 0 if obj.role == "background" else i + 1
         depth[np.isinf(depth)] = 0.0
         rgb = (np.clip(color, 0, 1) * 255).astype(np.uint8)

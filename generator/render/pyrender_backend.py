@@ -40,11 +40,13 @@ def _mesh(pyrender: Any, obj: SceneObject) -> Any:
     mat_kwargs = {"metallicFactor": float(obj.metallic), "roughnessFactor": float(obj.roughness)}
     if obj.texture is not None and obj.uv is not None:
         tex = pyrender.Texture(source=obj.texture, source_channels="RGB")
-        mat = pyrender.MetallicRoughnessMaterial(baseColorTexture=tex, **mat_kwargs)
+        factor = {} if tuple(obj.color) == (1, 1, 1) else {"baseColorFactor": (*obj.color, 1.0)}
+        mat = pyrender.MetallicRoughnessMaterial(baseColorTexture=tex, **factor, **mat_kwargs)
+        normals = obj.normals if obj.normals is not None else np.tile([0.0, 0.0, 1.0], (len(obj.vertices), 1))
         prim = pyrender.Primitive(
             positions=obj.vertices.astype(np.float32),
             indices=obj.faces.astype(np.uint32),
-            normals=np.tile([0.0, 0.0, 1.0], (len(obj.vertices), 1)).astype(np.float32),
+            normals=normals.astype(np.float32),
             texcoord_0=obj.uv.astype(np.float32),
             material=mat,
         )
