@@ -183,7 +183,7 @@ def load_asset(path: Path, spec: AssetSpec, where: str) -> LoadedMesh:
         raise field_error(where, "every texture its material names must exist", missing[0],
                           f"put {missing[0]!r} next to {path.name} or fix the material file")
     try:
-        loaded = trimesh.load(str(path))
+        loaded = trimesh.load(str(path), process=False)  # processing would drop NaN vertices silently
     except Exception as exc:  # trimesh raises many types for a corrupt file
         raise field_error(where, "must be a readable mesh", path.name,
                           f"trimesh failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from exc
@@ -204,10 +204,11 @@ def load_asset(path: Path, spec: AssetSpec, where: str) -> LoadedMesh:
         raise field_error(where, f"must have at most {spec.max_faces} faces (face budget)",
                           f"{path.name}: {len(mesh.faces)} faces",
                           "decimate the mesh or raise `max_faces` for this asset")
+    if not np.isfinite(np.asarray(mesh.vertices, dtype=np.float64)).all():
+        raise field_error(where, "vertices must be finite numbers", "NaN or inf in " + path.name, "repair the mesh")
+    mesh.process()  # what trimesh.load does by default: merge duplicate vertices (UVs kept apart)
     v = np.asarray(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces, np.int64)
-    if not np.isfinite(v).all():
-        raise field_error(where, "vertices must be finite numbers", "NaN or inf in " + path.name, "repair the mesh")
     if not spec.allow_non_manifold:
         edges = np.sort(mesh.edges, axis=1)
         _, counts = np.unique(edges, axis=0, return_counts=True)
@@ -254,13 +255,37 @@ def load_asset(path: Path, spec: AssetSpec, where: str) -> LoadedMesh:
         metallic = m.metallic
     if m.roughness is not None:
         roughness = m.roughness
+    if uv is not None:  # textured: per-corner normals, smooth below the crease angle, sharp above
+        normals = crease_normals(mesh)
+        corners = f.ravel()
+        verts, uv, f = verts[corners], uv[corners], np.arange(len(corners), dtype=np.int64).reshape(-1, 3)
+    else:
+        normals = np.asarray(mesh.vertex_normals, dtype=np.float64)
     out = LoadedMesh(
-        path=path, vertices=verts, faces=f, normals=np.asarray(mesh.vertex_normals, float), uv=uv, texture=texture,
+        path=path, vertices=verts, faces=f, normals=normals, uv=uv, texture=texture,
         color=color, metallic=float(min(max(metallic, 0.0), 1.0)), roughness=float(min(max(roughness, 0.0), 1.0)),
         extent=raw_extent * scale, corners=bbox_corners((lo - centre) * scale, (hi - centre) * scale),
     )
     _CACHE[key] = out
     return out
+
+
+def crease_normals(mesh: Any, angle_deg: float = 30.0) -> np.ndarray:
+    """One normal per face corner (``(3 * faces, 3)``, in ``faces.ravel()`` order): the
+    area-weighted mean of the normals of the faces around the corner's vertex that turn less
+    than ``angle_deg`` from this face, so a cylinder's side is smooth and a box's edges stay
+    sharp (plain vertex normals would round a bracket's corners into a blur)."""
+    fn = np.asarray(mesh.face_normals, dtype=np.float64)
+    area = np.asarray(mesh.area_faces, dtype=np.float64)
+    corners = np.asarray(mesh.faces, dtype=np.int64).ravel()
+    own = np.repeat(np.arange(len(fn)), 3)
+    around = np.asarray(mesh.vertex_faces)[corners]  # (3M, max degree), padded with -1
+    nb = fn[np.clip(around, 0, None)]
+    keep = (around >= 0) & (np.einsum("cdk,ck->cd", nb, fn[own]) > np.cos(np.radians(angle_deg)))
+    n = (nb * (keep * area[np.clip(around, 0, None)])[..., None]).sum(axis=1)
+    n[~keep.any(axis=1)] = fn[own][~keep.any(axis=1)]
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(length > 1e-12, n / np.maximum(length, 1e-12), fn[own])
 
 
 def _max_scale(spec: ScenarioSpec) -> float:

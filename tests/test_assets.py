@@ -88,6 +88,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
     fan.export(tmp / "fan.ply")
     trimesh.creation.box(extents=(500.0, 300.0, 200.0)).export(tmp / "big.ply")  # millimetres, unscaled
     (tmp / "empty").mkdir()
+    (tmp / "nan.obj").write_text("v 0 0 0\nv 1 0 0\nv nan 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\n")
     return {
         "missing file": ({"file": "nope.obj"}, "assets.thing.file: the mesh file must exist"),
         "missing texture": ({"file": "notex.obj"}, "every texture its material names must exist, but got 'notex.png'"),
@@ -95,6 +96,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
         "face budget": ({"file": "ball.stl", "max_faces": 100}, "(face budget), but got 'ball.stl: 320 faces'"),
         "non-manifold": ({"file": "fan.ply"}, "the mesh must be manifold"),
         "unit mistake": ({"file": "big.ply", "normalize": "none"}, "the object must fit the scene"),
+        "non-finite": ({"file": "nan.obj"}, "vertices must be finite numbers, but got 'NaN or inf in nan.obj'"),
         "empty folder": ({"file": "empty"}, "a folder must hold at least one mesh file"),
         "size and normalize": ({"file": "big.ply", "size": 1, "normalize": "unit"}, "give either `size` or"),
         "unknown key": ({"file": "big.ply", "colour": 1}, "assets.thing.colour: extra inputs are not permitted"),
@@ -102,7 +104,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
 
 
 CASES = ["missing file", "missing texture", "no faces", "face budget", "non-manifold", "unit mistake",
-         "empty folder", "size and normalize", "unknown key"]
+         "non-finite", "empty folder", "size and normalize", "unknown key"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -240,6 +242,11 @@ def test_parts_egl_shard_annotations_are_complete(tmp_path: Path) -> None:
         on = kp[:, 2] > 0
         assert np.abs(kp[on, :2] - uv[on]).max() < 0.01
         assert not on.all() or a["truncation"] < 1.0
+    again = render_shard(RenderJob(s, uniform_params(s), n=6, seed=2, width=96, height=96), tmp_path / "q")
+    assert again.fingerprint == res.fingerprint  # same seed: same fingerprint and geometry
+    strip = lambda c: [{k: v for k, v in x.items() if k not in ("stats", "object_contrast")}  # noqa: E731
+                       for x in c["images"] + c["annotations"]]
+    assert strip(Shard(again.path).coco) == strip(shard.coco)
     img = shard.coco["images"][0]
     colour = np.asarray(shard.load_image(img), float)
     anns = shard.annotations_by_image()[img["id"]]
