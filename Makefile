@@ -56,8 +56,11 @@ demo: $(STAMP)
 base-model: $(STAMP)
 	$(VENV)/bin/synthloop base-model --overwrite
 
+# two pytest workers, one test file each at a time (pytest-xdist --dist loadfile): most slow tests
+# wait on servers and subprocesses, so two of them share 2 cores well (docs/testing.md)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
