@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from flows.cli import main
+from flows.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["serve", *sys.argv[1:]]))
+    run(["serve", *sys.argv[1:]])

@@ -12,6 +12,7 @@ exits 74; Ctrl-C / SIGTERM stop everything the command started and exit 130 / 14
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
@@ -111,5 +112,22 @@ def io_error_line(exc: OSError) -> str:
             "a loop resumes where it stopped (SYNTHLOOP_DEBUG=1 shows the traceback)")
 
 
+def run(argv: list[str] | None = None) -> None:
+    """The console script: :func:`main`, then exit. After a stop by signal the exit is
+    immediate (``os._exit`` once the output is flushed): the guard has already stopped and swept
+    everything the command started, and interpreter shutdown could otherwise wait without end on
+    a library's non-daemon thread or atexit join (Prefect's process-pool message forwarding was
+    seen holding a Ctrl-C'd ``synthloop run`` for over a minute after its last line)."""
+    from flows.loop import process_guard
+
+    code = main(argv)
+    if process_guard.received() is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -172,3 +172,37 @@ def test_an_error_raised_on_the_way_out_of_a_stop_is_still_the_stop(tmp_path: Pa
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+
+
+def test_a_stopped_command_exits_even_when_a_library_thread_would_hold_shutdown(tmp_path: Path) -> None:
+    """A non-daemon thread that never ends (as Prefect's process-pool message forwarding was seen
+    to, holding a Ctrl-C'd ``synthloop run`` for over a minute after its last line): the console
+    entry point :func:`flows.cli.run` exits 128 + signal at once after the stop line."""
+    code = textwrap.dedent("""
+        import argparse, threading, time
+        import flows.cli as cli
+
+        def hang(args):
+            threading.Thread(target=threading.Event().wait, daemon=False).start()  # never ends
+            print("ready", flush=True)
+            time.sleep(60)
+
+        def parser():
+            p = argparse.ArgumentParser()
+            p.set_defaults(func=hang)
+            return p
+
+        cli.build_parser = parser
+        cli.run([])
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the stopped command waited on its library thread") from None
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "interrupted (SIGINT)" in err
