@@ -117,14 +117,21 @@ def predict_shard(detector: Detector, shard: Shard, batch_size: int = 16,
     with progress_bar(len(images), "predict", "img", show=progress) as bar:
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
-            out = detector.predict([shard.load_image(img) for img in batch],
-                                   score_threshold=score_threshold)
-            if len(out) != len(batch):
-                raise DataError(f"--model: predict() returned {len(out)} result lists for "
-                                f"{len(batch)} images; it must return one list per image")
-            for img, dets in zip(batch, out, strict=True):
-                results.extend(_as_results(int(img["id"]), dets))
+            results.extend(_predict_batch(detector, shard, batch, score_threshold))
             bar.update(len(batch))
+    return results
+
+
+def _predict_batch(detector: Detector, shard: Shard, batch: list[dict[str, Any]],
+                   score_threshold: float) -> list[dict[str, Any]]:
+    """COCO results of one batch of the shard's image records (one list per image checked)."""
+    out = detector.predict([shard.load_image(img) for img in batch], score_threshold=score_threshold)
+    if len(out) != len(batch):
+        raise DataError(f"--model: predict() returned {len(out)} result lists for "
+                        f"{len(batch)} images; it must return one list per image")
+    results: list[dict[str, Any]] = []
+    for img, dets in zip(batch, out, strict=True):
+        results.extend(_as_results(int(img["id"]), dets))
     return results
 
 
@@ -171,13 +178,7 @@ def predict_chunk(model: str, data: str, start: int, stop: int, batch_size: int 
     detector = _worker_detector(model)
     results: list[dict[str, Any]] = []
     for b in range(0, len(images), batch_size):
-        batch = images[b:b + batch_size]
-        out = detector.predict([shard.load_image(img) for img in batch], score_threshold=score_threshold)
-        if len(out) != len(batch):
-            raise DataError(f"--model: predict() returned {len(out)} result lists for "
-                            f"{len(batch)} images; it must return one list per image")
-        for img, dets in zip(batch, out, strict=True):
-            results.extend(_as_results(int(img["id"]), dets))
+        results.extend(_predict_batch(detector, shard, images[b:b + batch_size], score_threshold))
     return {"start": start, "stop": stop, "image_ids": [int(img["id"]) for img in images], "results": results}
 
 
