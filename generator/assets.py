@@ -10,7 +10,6 @@ by path, size and mtime). This module is plain NumPy + trimesh: no renderer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -22,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.errors import field_error
+from generator.fingerprint import sha256_file
 
 if TYPE_CHECKING:
     from generator.scenario import ScenarioSpec
@@ -328,5 +328,5 @@ def asset_digest(spec: ScenarioSpec, base: Path) -> dict[str, str]:
             for q in [p, *siblings]:
                 if q.is_file():
                     rel = q.relative_to(base).as_posix() if q.is_relative_to(base) else str(q)
-                    out[rel] = hashlib.sha256(q.read_bytes()).hexdigest()
+                    out[rel] = sha256_file(q)
     return dict(sorted(out.items()))

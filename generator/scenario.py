@@ -125,6 +125,7 @@ class Scenario:
         self.spec = spec
         self.source = source
         self._meshes: dict[str, list[LoadedMesh]] | None = None
+        self._asset_digest: dict[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -144,8 +145,11 @@ class Scenario:
         return self.spec.model_dump(mode="json", exclude={"assets"} if self.spec.assets is None else None)
 
     def asset_digest(self) -> dict[str, str]:
-        """sha256 per asset file (empty without assets): in the shard fingerprint."""
-        return asset_digest(self.spec, self.source.parent) if self.spec.assets else {}
+        """sha256 per asset file (empty without assets): in the shard fingerprint. Hashed once
+        per instance, like :meth:`meshes` loads once: every job's fingerprint and manifest asks."""
+        if self._asset_digest is None:
+            self._asset_digest = asset_digest(self.spec, self.source.parent) if self.spec.assets else {}
+        return self._asset_digest
 
     def spec_hash(self) -> str:
         return json_sha256(self.spec_dict())

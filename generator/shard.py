@@ -38,6 +38,7 @@ from PIL import Image
 from generator import annotations as ann
 from generator import atomic, imagestats
 from generator.errors import ShardError
+from generator.fingerprint import sha256_file
 from generator.timing import NO_TIMES, StageTimes
 
 FORMAT = "synthloop-shard/1"
@@ -300,7 +301,7 @@ class ShardWriter:
         (self.root / "annotations.json").write_bytes(ann_bytes)
         files["annotations.json"] = hashlib.sha256(ann_bytes).hexdigest()
         _condition_rows(coco).to_parquet(self.root / "conditions.parquet", index=False)
-        files["conditions.parquet"] = _sha256_file(self.root / "conditions.parquet")
+        files["conditions.parquet"] = sha256_file(self.root / "conditions.parquet")
         label_types = ["bbox", "segmentation"]
         if any("amodal_segmentation" in a for a in coco["annotations"]):
             label_types += ["amodal", "visibility"]
@@ -327,17 +328,6 @@ class ShardWriter:
                 self._ctx.__exit__(type(exc), exc, exc.__traceback__)
                 raise
         self._ctx.__exit__(et, ev, tb)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-sha256_file = _sha256_file
 
 
 class Shard:
