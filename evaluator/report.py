@@ -1,8 +1,11 @@
-"""Write a failure report directory (atomically): report.json, report.md, slices.csv, gallery.png.
+"""Write a failure report directory (atomically): report.json, report.md, slices.csv, gallery.png,
+objects.parquet.
 
 The JSON schema is documented in docs/failure-report.md; report.md is the same content for
 people: overall metrics, per-class AP, the top weak slices with their intervals and the
-generator parameters to move, and the conditions that could not be sliced.
+generator parameters to move, and the conditions that could not be sliced. ``objects.parquet``
+holds one row per true object and whether the model found it (:data:`OBJECT_COLUMNS`): what a
+closed loop reads to know *which* real objects it misses (:mod:`policy.failure_set`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ SLICE_COLUMNS = ["condition", "column", "level", "bin", "n_bins", "range_lo", "r
                  "support_objects", "support_images", "detected", "recall", "recall_lo",
                  "recall_hi", "tp", "fp", "precision", "ap", "ap_lo", "ap_hi", "gap",
                  "significant", "score"]
+# objects.parquet: one row per true object; detected = matched at IoU >= iou by a prediction
+# scoring >= score_threshold (the report's operating point); score/iou of that match (NaN: none)
+OBJECT_COLUMNS = ["ann_id", "image_id", "category_id", "detected", "score", "iou"]
+OBJECTS_FILE = "objects.parquet"
 
 
 def _ci(ci: list[float] | None) -> str:
@@ -113,6 +120,7 @@ def write_report(evaluation: Evaluation, shard: Shard, out: str | Path,
         buf = io.StringIO()
         slices_frame(r["slices"]).to_csv(buf, index=False)
         (tmp / "slices.csv").write_text(buf.getvalue())
+        evaluation.matches.gt[OBJECT_COLUMNS].to_parquet(tmp / OBJECTS_FILE, index=False)
         sheet = render_gallery(r["gallery"]["images"], shard.coco, evaluation.tables.objects,
                                evaluation.matches.gt, evaluation.matches.preds, shard.load_image)
         sheet.save(tmp / "gallery.png", format="PNG")

@@ -170,7 +170,7 @@ def test_ground_truth_as_detections_is_perfect(shard_path, tmp_path):
     assert all(c["ap50"] == 1.0 for c in r["per_class"] if c["n_objects"])
     assert r["weak_slices"] == [] and r["gallery"]["images"] == []
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
-        "gallery.png", "report.json", "report.md", "slices.csv"]
+        "gallery.png", "objects.parquet", "report.json", "report.md", "slices.csv"]
 
 
 def test_the_policy_steers_on_a_predictions_report(shard_path, tmp_path, capsys):

@@ -44,8 +44,8 @@ def test_planted_size_failure_is_found_and_reported(shard, tmp_path):
     assert {w["condition"] for w in r["weak_slices"]} == {"size"}
 
     out = write_report(ev, shard, tmp_path / "report")
-    assert sorted(p.name for p in out.iterdir()) == ["gallery.png", "report.json", "report.md",
-                                                      "slices.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["gallery.png", "objects.parquet", "report.json",
+                                                      "report.md", "slices.csv"]
     saved = json.loads((out / "report.json").read_text())
     assert saved["schema_version"] == SCHEMA_VERSION
     for key in ("kind", "model", "data", "scenario", "settings", "overall", "per_class",
@@ -64,6 +64,11 @@ def test_planted_size_failure_is_found_and_reported(shard, tmp_path):
         assert g.width > 100 and g.height > 100
     worst = saved["gallery"]["images"]
     assert worst and worst[0]["missed"] >= 1
+    objects = pd.read_parquet(out / "objects.parquet")  # which true objects were found
+    assert sorted(objects["ann_id"]) == sorted(a["id"] for a in shard.coco["annotations"])
+    assert objects["detected"].sum() == round(saved["overall"]["recall"] * len(objects))
+    small = {a["id"] for a in shard.coco["annotations"] if _misses_small(a)}
+    assert set(objects.loc[~objects["detected"], "ann_id"]) == small
 
 
 def test_same_inputs_give_identical_reports(shard):
