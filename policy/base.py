@@ -28,12 +28,15 @@ from policy.reports import check_report
 class PolicyInputs:
     """Everything a policy may read. ``reports[0]`` is the primary (real-val) report: its metric
     is the objective; every report's weak slices are pooled. ``conditions`` is the latest
-    synthetic shard's ``conditions.parquet`` (several shards concatenated is fine)."""
+    synthetic shard's ``conditions.parquet`` (several shards concatenated is fine). ``target``
+    (the ``refit`` policy): plain params the loop fitted to real-val weighted toward the current
+    model's misses (:mod:`policy.failure_set`)."""
 
     scenario: Scenario
     reports: list[dict[str, Any]]
     current: GenerationParams | None = None
     conditions: pd.DataFrame | None = None
+    target: GenerationParams | None = None
 
     def check(self) -> PolicyInputs:
         if not self.reports:
@@ -41,8 +44,9 @@ class PolicyInputs:
                               "the real-val report.json written by `synthloop evaluate`")
         for i, r in enumerate(self.reports):
             check_report(r, self.scenario, where=f"--report #{i + 1}")
-        if self.current is not None:
-            validate_params(self.current, self.scenario)
+        for p in (self.current, self.target):
+            if p is not None:
+                validate_params(p, self.scenario)
         return self
 
 

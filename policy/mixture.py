@@ -238,6 +238,31 @@ def tilt(scenario: Scenario, prev: dict[str, Distribution], plan: Plan, k: Mixtu
     return dict(sorted(dists.items())), changes
 
 
+def toward(scenario: Scenario, start: dict[str, Distribution], target: dict[str, Distribution],
+           k: MixtureKnobs, max_ratio: float, why: dict[str, Any]) -> tuple[dict[str, Distribution], list[Change]]:
+    """``start`` with every parameter whose ``target`` distribution differs moved one capped step
+    toward it (the same caps as :func:`tilt`); ``why`` is each Change's evidence (e.g. the
+    failure-weighted calibration that produced ``target``)."""
+    dists = dict(start)
+    changes = []
+    for name in sorted(target):
+        cur, goal = start.get(name), target[name]
+        if dist_dict(cur) == dist_dict(goal):
+            continue
+        spec = scenario.parameters[name]
+        if spec.is_numeric:
+            centre, width = numeric_summary(spec, goal)
+            new, how = numeric_move(scenario, name, cur, centre, width, k)
+        else:
+            new, how = categorical_move(scenario, name, cur, categorical_weights(spec, goal), k, max_ratio)
+        dists[name] = new
+        evidence = {**why, "target": dist_dict(goal), "wanted_shift": how.pop("wanted_shift"),
+                    "capped": how.pop("capped")}
+        changes.append(Change(parameter=name, slice={}, evidence=evidence, old=dist_dict(cur),
+                              new=dist_dict(new), **how))
+    return dict(sorted(dists.items())), changes
+
+
 def mixture_params(scenario: Scenario, base: GenerationParams, tilt_dists: dict[str, Distribution] | None,
                    uniform_share: float, tilt_share: float, floor: float) -> GenerationParams:
     """Uniform (``max(floor, uniform_share)``) + base + tilt (weight ``tilt_share``); without a

@@ -1,6 +1,8 @@
 """Policies by name: ``optuna`` (steered by failures), ``mixture`` (the bounded mixture:
-uniform share + calibrated base + capped tilt), ``uniform``, ``fixed`` and ``calibrated``
-(baselines; ``calibrated`` = the mixture's uniform share + the calibrated base, never tilted)."""
+uniform share + calibrated base + capped tilt), ``refit`` (the same mixture, its tilt toward the
+base re-fitted to real-val weighted toward the model's misses: :mod:`policy.refit`), ``uniform``,
+``fixed`` and ``calibrated`` (baselines; ``calibrated`` = the mixture's uniform share + the
+calibrated base, never tilted)."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ if TYPE_CHECKING:
     from generator.params import GenerationParams
     from policy.optuna_policy import OptunaConfig
 
-POLICIES = ("optuna", "mixture", "uniform", "fixed", "calibrated")
-WITH_BASE = ("mixture", "calibrated")  # take a calibrated base params file
+POLICIES = ("optuna", "mixture", "refit", "uniform", "fixed", "calibrated")
+WITH_BASE = ("mixture", "refit", "calibrated")  # take a calibrated base params file
 STEERED = ("optuna", "mixture")  # need a study storage and a loop id
 
 
@@ -46,9 +48,13 @@ def make_policy(name: str, *, study: str | Path | None = None, loop_id: str | No
             raise ConfigError("--base: the calibrated policy needs a calibrated base params file, but got "
                               "none; pass the params `synthloop calibrate` wrote")
         return CalibratedPolicy(base)
+    if name == "refit":
+        from policy.refit import RefitPolicy
+
+        return RefitPolicy(base)
     if base is not None and name != "mixture":
-        raise ConfigError(f"--base: only the mixture and calibrated policies take a calibrated base, but got "
-                          f"--policy {name}; use --policy mixture or calibrated")
+        raise ConfigError(f"--base: only the mixture, refit and calibrated policies take a calibrated base, "
+                          f"but got --policy {name}; use --policy mixture, refit or calibrated")
     if name in STEERED:
         from policy.mixture import MixtureOptions
         from policy.optuna_policy import OptunaConfig, OptunaPolicy  # imports optuna: only when asked for

@@ -60,9 +60,9 @@ def test_fixed_baseline_is_the_scenario_defaults(sc):
 
 def test_unknown_policy_lists_the_available_ones():
     with pytest.raises(ConfigError,
-                       match="unknown policy 'bandit'; available: optuna, mixture, uniform, fixed, calibrated"):
+                       match="unknown policy 'bandit'; available: optuna, mixture, refit, uniform, fixed, calibrated"):
         make_policy("bandit")
-    assert available_policies() == ["optuna", "mixture", "uniform", "fixed", "calibrated"]
+    assert available_policies() == ["optuna", "mixture", "refit", "uniform", "fixed", "calibrated"]
 
 
 @pytest.mark.parametrize(("change", "error", "match"), [

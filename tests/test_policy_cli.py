@@ -78,7 +78,7 @@ def test_mixture_policy_with_a_calibrated_base(files, tmp_path, sc, capsys):
     assert [c.name for c in params.components or []] == ["base", "tilt"] and params.uniform_share >= 0.2
     assert (params.components or [])[0].distributions["light.intensity"].center == 3.0
     assert _next(files, "--policy", "optuna", "--base", str(base)) == 2
-    assert "only the mixture and calibrated policies take a calibrated base" in capsys.readouterr().err
+    assert "only the mixture, refit and calibrated policies take a calibrated base" in capsys.readouterr().err
 
 
 def _bad(tmp_path, sc, case):

@@ -276,7 +276,7 @@ def test_base_must_be_plain_and_modes_do_not_share_a_study(tmp_path, sc, shard):
     rep = make_report(sc, [weak_slice(sc, "object_size", 0.5, 2.0)])
     with pytest.raises(ConfigError, match="policy base: must be a plain params file"):
         _propose(tmp_path / "a.db", sc, rep, shard, base=_mix())
-    with pytest.raises(ConfigError, match="only the mixture and calibrated policies take a calibrated base"):
+    with pytest.raises(ConfigError, match="only the mixture, refit and calibrated policies take a calibrated base"):
         make_policy("optuna", study=tmp_path / "b.db", loop_id="x", base=_base(sc))
     make_policy("optuna", study=tmp_path / "c.db", loop_id="mix").propose(PolicyInputs(sc, [rep], None, shard))
     with pytest.raises(ConfigError, match="made by the 'move' policy mode"):
@@ -306,7 +306,8 @@ def test_loop_config_policy_base_and_initial_params(tmp_path, sc):
     from flows.loop.state import LoopConfig
     from policy.mixture import initial_params, load_base
 
-    with pytest.raises(ConfigError, match=r"^loop\.policy_base: applies to policies 'mixture' and 'calibrated' only"):
+    with pytest.raises(ConfigError,
+                       match=r"^loop\.policy_base: applies to policies 'mixture', 'refit' and 'calibrated' only"):
         LoopConfig(workdir=str(tmp_path), policy="optuna", policy_base="base.yaml").validate()
     path = tmp_path / "base.yaml"
     _base(sc).save(path)

@@ -34,6 +34,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="PARAMS", help="where to write the fitted params (YAML)")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="also write calibration.json, calibration.md and calibration.png here (replaced)")
+    p.add_argument("--failures", default=None, metavar="REPORT_DIR",
+                   help="weight --real toward a model's misses: the report directory `synthloop evaluate` "
+                        "wrote for that model on the same shard (its objects.parquet); each missed object, "
+                        "and each image holding one, counts --failure-weight times (what a `refit` loop "
+                        "does every round)")
+    p.add_argument("--failure-weight", type=int, default=2, metavar="W",
+                   help="with --failures: how many times a miss counts (default 2)")
     p.add_argument("--trials", type=int, default=30, metavar="N",
                    help="renders of the trial images, the start included (default 30)")
     p.add_argument("--images-per-trial", type=int, default=48, metavar="M", help="images per trial (default 48)")
@@ -88,10 +95,18 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials, images_per_trial=args.images_per_trial, seed=args.seed,
         uniform_share=args.uniform_share, conditions=_names(args.conditions), parameters=_names(args.parameters),
         max_real_images=args.max_real_images, width=width, height=height, backend=args.backend).check(scenario)
+    real = args.real
+    if args.failures is not None:
+        from policy.calibration_data import load_real
+        from policy.failure_set import check_weight, failure_weighted, read_outcomes
+
+        weight = check_weight(args.failure_weight, "--failure-weight")
+        real = failure_weighted(load_real(args.real, options.max_real_images, options.seed),
+                                read_outcomes(args.failures), weight)
     if args.report is not None:
         atomic.prepare_output_dir(args.report, overwrite=True)
     with command_executor(args.executor, args.dask_address, args.workers) as (executor, workers):
-        result = calibrate(scenario, args.real, start, options,
+        result = calibrate(scenario, real, start, options,
                            progress=lambda line: print(line, file=sys.stderr, flush=True), executor=executor,
                            chunks=workers)
     if args.report is not None:

@@ -44,10 +44,14 @@ def _add_next(psub: Any) -> argparse.ArgumentParser:
                         "uniform over every range")
     n.add_argument("--policy", default="optuna", metavar="NAME",
                    help="optuna (steered by failures), mixture (uniform share + --base + a capped "
-                        "tilt toward weak slices), uniform or fixed (baselines); default optuna")
+                        "tilt toward weak slices), refit (uniform share + --base + a capped tilt toward "
+                        "--target), uniform, fixed or calibrated (baselines); default optuna")
     n.add_argument("--base", default=None, metavar="PARAMS",
-                   help="--policy mixture: the calibrated base params (`synthloop calibrate`); "
-                        "default uniform")
+                   help="--policy mixture/refit/calibrated: the calibrated base params (`synthloop "
+                        "calibrate`); default uniform")
+    n.add_argument("--target", default=None, metavar="PARAMS",
+                   help="--policy refit: the base re-fitted to the model's misses (`synthloop calibrate "
+                        "--params BASE --failures REPORT_DIR`)")
     n.add_argument("--study", default=None, metavar="URL",
                    help="Optuna storage: SQLAlchemy URL or .db path (default: policy.db next to --out)")
     n.add_argument("--loop-id", default=None, metavar="ID",
@@ -112,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
     reports = [load_report(r) for r in args.report]
     current = load_params(args.current, scenario) if args.current else None
     conditions = _conditions(args.shard, scenario.name)
-    inputs = PolicyInputs(scenario, reports, current, conditions).check()
+    if args.target is not None and args.policy != "refit":
+        raise ConfigError(f"--target: only --policy refit reads a re-fit target, but got --policy {args.policy}; "
+                          "drop --target or use --policy refit")
+    target = load_params(args.target, scenario) if args.target else None
+    inputs = PolicyInputs(scenario, reports, current, conditions, target).check()
     out = Path(args.out)
     config = OptunaConfig(seed=args.seed, objective=args.objective,
                           space=SearchSpace(top_k=args.top_k))

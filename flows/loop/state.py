@@ -102,6 +102,12 @@ class LoopConfig:
     # first (flows.loop.drift): Optuna trials of that many rendered images; 0 turns it off
     drift_calibration_trials: int = 16
     drift_calibration_images: int = 32
+    # policy "refit" only (flows/loop/refit.py): after each real-val evaluation, re-fit the base
+    # to real-val with each missed object counted failure_weight times: Optuna trials of
+    # refit_images rendered images
+    refit_trials: int = 16
+    refit_images: int = 32
+    failure_weight: int = 2
     # your own detector (flows/loop/external.py, docs/trainer.md "Your own model in the loop"): the
     # commands (a string, shell-split, or an argv list) that train a model directory and write
     # COCO detections from it, each given a JSON request file; None: the built-in CenterNet
@@ -112,12 +118,16 @@ class LoopConfig:
         """Check every field; return ``self`` (raises ConfigError naming the field)."""
         for name, low in (("iterations", 1), ("images_per_iteration", 1), ("steps_per_iteration", 1),
                           ("batch_size", 1), ("seed", 0), ("render_workers", 1), ("render_shards", 1), ("real_seed", 0),
-                          ("eval_resamples", 0), ("drift_calibration_images", 4)):
+                          ("eval_resamples", 0), ("drift_calibration_images", 4), ("refit_trials", 2),
+                          ("refit_images", 4)):
             _int_at_least(name, getattr(self, name), low)
         n = self.drift_calibration_trials  # 0: off; else as many as a calibration needs
         if not is_int(n) or (n != 0 and n < 2):
             raise field_error("loop.drift_calibration_trials", "must be 0 (off) or an integer >= 2", n,
                               "use e.g. 16")
+        from policy.failure_set import check_weight
+
+        check_weight(self.failure_weight, "loop.failure_weight")
         for name in ("width", "height", "num_threads"):
             if getattr(self, name) is not None:
                 _int_at_least(name, getattr(self, name), 1)
@@ -148,8 +158,8 @@ class LoopConfig:
         if self.policy_base is not None:
             if not isinstance(self.policy_base, str) or not self.policy_base:
                 raise field_error("loop.policy_base", "must be a params file path or null", self.policy_base)
-            if self.policy not in ("mixture", "calibrated"):
-                raise field_error("loop.policy_base", "applies to policies 'mixture' and 'calibrated' only",
+            if self.policy not in ("mixture", "refit", "calibrated"):
+                raise field_error("loop.policy_base", "applies to policies 'mixture', 'refit' and 'calibrated' only",
                                   self.policy_base, "drop it or set policy='mixture'")
             _check_policy_base(self.policy_base, self.scenario)  # the file itself, before anything is written
         elif self.policy == "calibrated":

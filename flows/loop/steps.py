@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.loop import drift
+from flows.loop import drift, refit
 from flows.loop.state import LoopConfig, LoopHistory, iteration_seeds
 from generator import atomic
 from generator.errors import ConfigError, DataError, ShardError
@@ -505,8 +505,9 @@ def policy_step(cfg: LoopConfig, k: int, reports: list[dict[str, Any]], params: 
     sc = _scenario(cfg)
     t0 = time.perf_counter()
     conditions = pd.concat([Shard(s).conditions() for s in shards], ignore_index=True)
-    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, reports, params, conditions))
-    record = decision.to_dict()
+    target = refit.refit_target(cfg, cfg.iter_dir(k), sc, _policy_base(cfg))
+    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, reports, params, conditions, target))
+    record = refit.with_record(decision.to_dict(), cfg.iter_dir(k))
     nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
     path = cfg.iter_dir(k) / "decision.json"
     atomic.write_json(path, record)

@@ -153,7 +153,15 @@ def decide_init(cfg: LoopConfig, val_report: dict[str, Any], shards: list[Path])
     """The policy's first decision, from the init report and the conditions of ``shards``
     (:func:`condition_shards`, else the probe): ``WORK/init/decision.json`` (its params are
     iteration 0's)."""
-    from flows.loop.steps import PolicyStep, _refuse_held_out, _scenario, make_loop_policy, starting_params
+    from flows.loop import refit
+    from flows.loop.steps import (
+        PolicyStep,
+        _policy_base,
+        _refuse_held_out,
+        _scenario,
+        make_loop_policy,
+        starting_params,
+    )
     from generator.params import GenerationParams, validate_params
     from policy.base import PolicyInputs
 
@@ -161,8 +169,10 @@ def decide_init(cfg: LoopConfig, val_report: dict[str, Any], shards: list[Path])
     sc = _scenario(cfg)
     t0 = time.perf_counter()
     conditions = shards_conditions(shards)
-    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, [val_report], starting_params(cfg), conditions))
-    record = decision.to_dict()
+    target = refit.refit_target(cfg, init_dir(cfg), sc, _policy_base(cfg))
+    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, [val_report], starting_params(cfg), conditions,
+                                                          target))
+    record = refit.with_record(decision.to_dict(), init_dir(cfg))
     nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
     path = init_dir(cfg) / "decision.json"
     atomic.write_json(path, record)
