@@ -8,7 +8,10 @@ same steps per round with the same per-round seeds, on the built-in real digits 
   (plus its uniform share), every round (policy ``calibrated``);
 - **L** — the closed loop: the bounded mixture (uniform share + the same calibrated base + a
   capped tilt toward real-val weak slices whose CI lies below the overall recall; policy
-  ``mixture``), steered by real-val every round.
+  ``mixture``), steered by real-val every round;
+- **F** — the failure re-fit closed loop: the same mixture, its tilt moved toward the calibrated
+  base re-fitted each round to real-val with the current model's misses counted twice (policy
+  ``refit``; the re-fit's renders, like the calibration's, train nothing and are not counted).
 
 Each arm is measured **synthetic-only** (the loop's final model) and **hybrid** (that model
 fine-tuned on real-train, the same steps and learning rate for every arm). real-val drives the
@@ -16,9 +19,9 @@ loop; real-test is read only here, for the report (``final_report=True``), after
 The calibration is computed once (seed 0, on real-val) and shared by C and L; its renders are
 not counted in the image budget (they train nothing) and its time is reported.
 
-Reported: per arm mean ± sd over seeds; paired differences L−U and C−U per seed with a
+Reported: per arm mean ± sd over seeds; paired differences L−U, C−U, F−U and F−C per seed with a
 bootstrap 95 % CI over seeds for real-test mAP@0.5 and worst-slice recall (synthetic-only and
-hybrid); sample efficiency = images L needs to reach U's final real-test mAP@0.5 ÷ U's images
+hybrid); sample efficiency = images L (and F) needs to reach U's final real-test mAP@0.5 ÷ U's images
 (curves start at the base model's score with 0 images). Every final model is kept and listed
 (arm, seed, kind, path). ``--eval NAME=DIR`` adds evaluation sets (any shard, e.g. one made by
 ``synthloop data import-coco``), reported beside real-test.
@@ -51,7 +54,8 @@ from flows.loop.run import run_loop
 from flows.loop.state import IterationRecord, LoopConfig
 from generator import atomic
 
-ARMS = {"U": "uniform", "C": "calibrated", "L": "mixture"}
+ARMS = {"U": "uniform", "C": "calibrated", "L": "mixture", "F": "refit"}
+PAIRS = (("L", "U"), ("C", "U"), ("F", "U"), ("F", "C"))  # paired differences reported, when both ran
 # cpu: sized to fit ~60 min on 2 idle cores: per arm and seed the warm start's real-val evaluation,
 # 3 rounds × (render 120 images ≈ 10 s, train 50 × 32 ≈ 25 s, real-val + real-test evaluation
 # ≈ 20 s) and a 50-step fine-tune + its evaluation ≈ 3.5 min; 15 loops.
@@ -133,7 +137,7 @@ def loop_config(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int
         images_per_iteration=p["images"], steps_per_iteration=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
         render_shards=1, eval_resamples=p["eval_resamples"], backend=p["backend"], device=args.device,
         replay=[str(args.replay)] if args.replay else None, replay_share=p["replay_share"],
-        progress=False, **extra).validate()
+        refit_trials=p["calib_trials"], refit_images=p["calib_images"], progress=False, **extra).validate()
 
 
 def run_arm(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int, base: Path,
@@ -205,30 +209,39 @@ def paired(a: list[float | None], b: list[float | None], seed: int = 0) -> dict[
             "n": len(d), "per_seed": [round(float(x), 2) for x in d]}
 
 
+def efficiency(by: dict[tuple[str, int], dict[str, Any]], arm: str, seeds: list[int]) -> list[float | None]:
+    """Per seed: images ``arm`` needs to reach U's final real-test mAP@0.5 ÷ U's images (None:
+    never, or U did not improve on the warm start)."""
+    ratios: list[float | None] = []
+    for s in seeds:
+        u, c = by[("U", s)]["curve"], by[(arm, s)]["curve"]
+        if not u[-1]["map50"] > u[0]["map50"]:  # U did not improve on the warm start: nothing to reach
+            ratios.append(None)
+            continue
+        need = images_to_reach([x["images"] for x in c], [x["map50"] for x in c], u[-1]["map50"])
+        ratios.append(None if need is None else need / u[-1]["images"])
+    return ratios
+
+
 def compare(rows: list[dict[str, Any]], eval_names: list[str]) -> dict[str, Any]:
-    """Paired L−U (and C−U when C ran) differences, sample efficiency, and the targets."""
+    """Paired differences (:data:`PAIRS` whose arms both ran), sample efficiency of L (and F), and
+    the targets (L's)."""
     by = {(r["arm"], r["seed"]): r for r in rows}
     ran = {r["arm"] for r in rows}
     seeds = sorted({r["seed"] for r in rows if all((a, r["seed"]) in by for a in ran)})
     out: dict[str, Any] = {"seeds": seeds}
-    for other in [a for a in ("L", "C") if a in ran]:
+    for a, b in [pair for pair in PAIRS if set(pair) <= ran]:
         for kind in ("synthetic", "hybrid"):
             for data in ("real-test", *eval_names):
                 for metric in ("map50", "worst_recall"):
-                    key = f"{other}-U {kind} {data} {metric}"
-                    out[key] = paired([by[(other, s)][kind][data][metric] for s in seeds],
-                                      [by[("U", s)][kind][data][metric] for s in seeds])
-    ratios = []
-    for s in seeds:
-        u, lo = by[("U", s)]["curve"], by[("L", s)]["curve"]
-        if not u[-1]["map50"] > u[0]["map50"]:  # U did not improve on the warm start: nothing to reach
-            ratios.append(None)
-            continue
-        need = images_to_reach([c["images"] for c in lo], [c["map50"] for c in lo], u[-1]["map50"])
-        ratios.append(None if need is None else need / u[-1]["images"])
+                    out[f"{a}-{b} {kind} {data} {metric}"] = paired([by[(a, s)][kind][data][metric] for s in seeds],
+                                                                   [by[(b, s)][kind][data][metric] for s in seeds])
+    ratios = efficiency(by, "L", seeds)
     out["sample_efficiency_per_seed"] = ratios
     done = [x for x in ratios if x is not None]
     out["sample_efficiency_median"] = float(np.median(done)) if len(done) == len(ratios) and done else None
+    if "F" in ran:
+        out["F sample_efficiency_per_seed"] = efficiency(by, "F", seeds)
     t = out
     out["targets"] = {
         "L-U synthetic map50 >= +3 points, CI above 0": _met(t["L-U synthetic real-test map50"], 3.0),
@@ -274,20 +287,25 @@ def markdown(arms: dict[str, Any], cmp: dict[str, Any], base_test: dict[str, Any
              f"{fmt(base_test['worst_recall'])}.", "",
              "| arm | synthetic mAP@0.5 | synthetic worst-slice recall | hybrid mAP@0.5 | hybrid worst-slice recall |",
              "|---|---|---|---|---|"]
-    for arm, policy in ARMS.items():
+    for arm, policy in [(a, pol) for a, pol in ARMS.items() if arms.get(f"{a} synthetic real-test map50")]:
         lines.append(f"| {arm} ({policy}) | {ms(f'{arm} synthetic real-test map50')} | "
                      f"{ms(f'{arm} synthetic real-test worst_recall')} | {ms(f'{arm} hybrid real-test map50')} | "
                      f"{ms(f'{arm} hybrid real-test worst_recall')} |")
     lines += ["", "| paired difference (points, bootstrap 95% CI) | synthetic mAP@0.5 | synthetic worst slice | "
               "hybrid mAP@0.5 | hybrid worst slice |", "|---|---|---|---|---|"]
-    for other in ("L", "C"):
-        lines.append(f"| {other} − U | {pd(f'{other}-U synthetic real-test map50')} | "
-                     f"{pd(f'{other}-U synthetic real-test worst_recall')} | "
-                     f"{pd(f'{other}-U hybrid real-test map50')} | "
-                     f"{pd(f'{other}-U hybrid real-test worst_recall')} |")
-    eff = cmp.get("sample_efficiency_per_seed") or []
-    lines += ["", "Sample efficiency (images L needs to reach U's final real-test mAP@0.5 ÷ U's images), per seed: "
-              + ", ".join("not reached (or U not above the warm start)" if x is None else f"{x:.2f}" for x in eff), ""]
+    for a, b in PAIRS:
+        if f"{a}-{b} synthetic real-test map50" in cmp:
+            lines.append(f"| {a} − {b} | {pd(f'{a}-{b} synthetic real-test map50')} | "
+                         f"{pd(f'{a}-{b} synthetic real-test worst_recall')} | "
+                         f"{pd(f'{a}-{b} hybrid real-test map50')} | "
+                         f"{pd(f'{a}-{b} hybrid real-test worst_recall')} |")
+    lines.append("")
+    for arm, key in (("L", "sample_efficiency_per_seed"), ("F", "F sample_efficiency_per_seed")):
+        if key in cmp:
+            lines.append(f"Sample efficiency (images {arm} needs to reach U's final real-test mAP@0.5 ÷ U's images), "
+                         "per seed: " + ", ".join("not reached (or U not above the warm start)" if x is None
+                                                  else f"{x:.2f}" for x in cmp[key]))
+    lines.append("")
     lines += [f"- {name}: {'met' if ok else 'NOT met'}" for name, ok in (cmp.get("targets") or {}).items()]
     return "\n".join(lines)
 
@@ -436,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = loop_config(args, p, "U", 0, base, None)
     prepare_real(probe)
     real = probe.real_root
-    calibration, calib_s = calibration_params(args, p, real) if set(arms) & {"C", "L"} else (None, 0.0)
+    calibration, calib_s = calibration_params(args, p, real) if set(arms) & {"C", "L", "F"} else (None, 0.0)
     base_test = score(base, real / "real-test", work / "score-base-real-test", "digits", True, p["eval_resamples"])
     rows = [merged.get((arm, seed)) or run_arm(args, p, arm, seed, base, calibration, base_test)
             for seed in seeds for arm in arms]
@@ -454,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                          for r in rows for k in ("synthetic", "hybrid")], "rows": rows}
     atomic.write_json(work / "loop_vs_uniform.json", result)
     plot_path = Path(args.plot) if args.plot else Path(__file__).resolve().parent / "loop_vs_uniform.png"
-    plot(rows, plot_path, f"U / C / L from one warm start, preset {args.preset}, {len(seeds)} seed(s)")
+    names_run = " / ".join(a for a in ARMS if a in arms)
+    plot(rows, plot_path, f"{names_run} from one warm start, preset {args.preset}, {len(seeds)} seed(s)")
     print(markdown(arm_stats, cmp, base_test))
     print(f"\nwall time {result['wall_s']:.0f} s (calibration {calib_s:.0f} s); {work / 'loop_vs_uniform.json'}; "
           f"plot {plot_path}")

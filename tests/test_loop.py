@@ -410,10 +410,11 @@ def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys:
     sc = load_scenario("digits")
     replay = render_shard(RenderJob(sc, uniform_params(sc), 8, 99, 64, 64, backend="fake"), tmp_path / "replay").path
     assert b.main(["--preset", "smoke", "--work", str(work), "--plot", str(tmp_path / "p.png"), "--calibration",
-                   str(calib), "--eval", f"val={work / 'real' / 'real-val'}", "--replay", str(replay)]) == 0
+                   str(calib), "--eval", f"val={work / 'real' / 'real-val'}", "--replay", str(replay),
+                   "--arms", "U,C,L,F"]) == 0
     result = json.loads((work / "loop_vs_uniform.json").read_text())
     assert result["replay"] == str(replay)
-    assert {(r["arm"], r["seed"]) for r in result["rows"]} == {(a, s) for a in "UCL" for s in (0, 1)}
+    assert {(r["arm"], r["seed"]) for r in result["rows"]} == {(a, s) for a in "UCLF" for s in (0, 1)}
     assert Path(result["base_model"]).resolve() == base_model_path("digits").resolve()  # relative in the repo
     assert result["calibration"] == str(calib)
     for r in result["rows"]:
@@ -423,16 +424,21 @@ def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys:
             assert r[kind]["real-test"]["map50"] is not None
         hybrid = json.loads(Path(r["models"]["hybrid"], "model.json").read_text())
         assert hybrid["init"]["path"] == r["models"]["synthetic"]  # fine-tuned from the arm's final model
-    first = {arm: (work / arm / "seed0" / "iter_0" / "params.yaml").read_text() for arm in "UCL"}
+    first = {arm: (work / arm / "seed0" / "iter_0" / "params.yaml").read_text() for arm in "UCLF"}
     assert "light.intensity" in first["C"] and "light.intensity" not in first["U"]
-    assert {m["kind"] for m in result["models"]} == {"synthetic", "hybrid"} and len(result["models"]) == 12
+    assert {m["kind"] for m in result["models"]} == {"synthetic", "hybrid"} and len(result["models"]) == 16
+    refit = json.loads((work / "F" / "seed0" / "iter_0" / "decision.json").read_text())
+    assert refit["policy"] == "refit" and refit["refit"]["failure_weight"] == 2  # re-fitted to real-val's misses
+    assert (work / "F" / "seed0" / "iter_0" / "refit" / "params.yaml").is_file()
     cmp = result["comparisons"]
-    for key in ("L-U synthetic real-test map50", "C-U hybrid real-test worst_recall", "L-U hybrid val map50"):
+    for key in ("L-U synthetic real-test map50", "C-U hybrid real-test worst_recall", "L-U hybrid val map50",
+                "F-U synthetic real-test map50", "F-C hybrid real-test map50"):
         assert cmp[key]["n"] == 2 and len(cmp[key]["ci"]) == 2
     assert len(cmp["sample_efficiency_per_seed"]) == 2 and len(cmp["targets"]) == 4
+    assert len(cmp["F sample_efficiency_per_seed"]) == 2
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
-    assert "| L − U |" in out and "| C (calibrated) |" in out and "Sample efficiency" in out
+    assert "| L − U |" in out and "| C (calibrated) |" in out and "| F − C |" in out and "Sample efficiency" in out
 
 
 def test_replay_shards_make_their_share_of_every_iterations_training(tmp_path: Path, real: Path) -> None:
