@@ -224,18 +224,25 @@ def tilt(scenario: Scenario, prev: dict[str, Distribution], plan: Plan, k: Mixtu
     for ws, t in plan.targets:
         if ws.key not in acting:
             continue
-        cur = prev.get(t.parameter)
-        if scenario.parameters[t.parameter].is_numeric:
-            assert t.centre is not None and t.width is not None  # numeric targets carry both
-            new, how = numeric_move(scenario, t.parameter, cur, t.centre, t.width, k)
-        else:
-            assert t.weights is not None  # categorical targets carry weights
-            new, how = categorical_move(scenario, t.parameter, cur, t.weights, k, max_ratio)
-        dists[t.parameter] = new
-        evidence = {**t.to_dict(), "wanted_shift": how.pop("wanted_shift"), "capped": how.pop("capped")}
-        changes.append(Change(parameter=t.parameter, slice=ws.to_dict(), evidence=evidence,
-                              old=dist_dict(cur), new=dist_dict(new), **how))
+        dists[t.parameter], change = _step(scenario, t.parameter, prev.get(t.parameter), t.centre, t.width,
+                                           t.weights, k, max_ratio, ws.to_dict(), t.to_dict())
+        changes.append(change)
     return dict(sorted(dists.items())), changes
+
+
+def _step(scenario: Scenario, name: str, cur: Distribution | None, centre: float | None, width: float | None,
+          weights: dict[str, float] | None, k: MixtureKnobs, max_ratio: float, slice_: dict[str, Any],
+          evidence: dict[str, Any]) -> tuple[Distribution, Change]:
+    """``cur`` moved one capped step toward ``centre``/``width`` (numeric) or ``weights``
+    (categorical), and the :class:`Change` recording it with ``evidence``."""
+    if scenario.parameters[name].is_numeric:
+        assert centre is not None and width is not None  # numeric targets carry both
+        new, how = numeric_move(scenario, name, cur, centre, width, k)
+    else:
+        assert weights is not None  # categorical targets carry weights
+        new, how = categorical_move(scenario, name, cur, weights, k, max_ratio)
+    evidence = {**evidence, "wanted_shift": how.pop("wanted_shift"), "capped": how.pop("capped")}
+    return new, Change(parameter=name, slice=slice_, evidence=evidence, old=dist_dict(cur), new=dist_dict(new), **how)
 
 
 def toward(scenario: Scenario, start: dict[str, Distribution], target: dict[str, Distribution],
@@ -250,16 +257,11 @@ def toward(scenario: Scenario, start: dict[str, Distribution], target: dict[str,
         if dist_dict(cur) == dist_dict(goal):
             continue
         spec = scenario.parameters[name]
-        if spec.is_numeric:
-            centre, width = numeric_summary(spec, goal)
-            new, how = numeric_move(scenario, name, cur, centre, width, k)
-        else:
-            new, how = categorical_move(scenario, name, cur, categorical_weights(spec, goal), k, max_ratio)
-        dists[name] = new
-        evidence = {**why, "target": dist_dict(goal), "wanted_shift": how.pop("wanted_shift"),
-                    "capped": how.pop("capped")}
-        changes.append(Change(parameter=name, slice={}, evidence=evidence, old=dist_dict(cur),
-                              new=dist_dict(new), **how))
+        centre, width = numeric_summary(spec, goal) if spec.is_numeric else (None, None)
+        weights = None if spec.is_numeric else categorical_weights(spec, goal)
+        dists[name], change = _step(scenario, name, cur, centre, width, weights, k, max_ratio, {},
+                                    {**why, "target": dist_dict(goal)})
+        changes.append(change)
     return dict(sorted(dists.items())), changes
 
 

@@ -158,8 +158,11 @@ class LoopConfig:
         if self.policy_base is not None:
             if not isinstance(self.policy_base, str) or not self.policy_base:
                 raise field_error("loop.policy_base", "must be a params file path or null", self.policy_base)
-            if self.policy not in ("mixture", "refit", "calibrated"):
-                raise field_error("loop.policy_base", "applies to policies 'mixture', 'refit' and 'calibrated' only",
+            from policy.registry import WITH_BASE
+
+            if self.policy not in WITH_BASE:
+                *first, last = (repr(n) for n in WITH_BASE)
+                raise field_error("loop.policy_base", f"applies to policies {', '.join(first)} and {last} only",
                                   self.policy_base, "drop it or set policy='mixture'")
             _check_policy_base(self.policy_base, self.scenario)  # the file itself, before anything is written
         elif self.policy == "calibrated":
