@@ -376,17 +376,18 @@ def replay_shard(choice: str, base: Path, work: Path) -> Path | None:
     return render_shard(BaseRecipe(**read_recipe(base)["recipe"]).render_job(), work / "base-data", reuse=True).path
 
 
-def merged_rows(path: Path, preset: str, p: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    """The rows of an earlier result by (arm, seed), refused unless it was made with the same
-    benchmark version, preset and settings (each row marked ``merged_from``)."""
-    old = json.loads(path.read_text())
-    for field, want in (("benchmark", "loop_vs_uniform/2"), ("preset", preset), ("settings", p)):
-        if old.get(field) != want:
-            raise SystemExit(f"--merge: {path} has {field} {old.get(field)!r}, this run {want!r}; "
-                             "merge only results of the same preset and settings")
+def merged_rows(paths: list[Path], preset: str, p: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rows of earlier results by (arm, seed), a later file's row winning; each file refused
+    unless it was made with the same benchmark version, preset and settings (rows marked ``merged_from``)."""
     rows = {}
-    for r in old["rows"]:
-        rows[(r["arm"], r["seed"])] = {**r, "merged_from": r.get("merged_from") or shown(path)}
+    for path in paths:
+        old = json.loads(path.read_text())
+        for field, want in (("benchmark", "loop_vs_uniform/2"), ("preset", preset), ("settings", p)):
+            if old.get(field) != want:
+                raise SystemExit(f"--merge: {path} has {field} {old.get(field)!r}, this run {want!r}; "
+                                 "merge only results of the same preset and settings")
+        for r in old["rows"]:
+            rows[(r["arm"], r["seed"])] = {**r, "merged_from": r.get("merged_from") or shown(path)}
     return rows
 
 
@@ -404,9 +405,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "training data, re-rendered from its recipe into WORK/base-data when absent)")
     ap.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                     help="an extra evaluation shard, reported beside real-test (repeatable)")
-    ap.add_argument("--merge", default=None, metavar="RESULT.json",
+    ap.add_argument("--merge", action="append", default=[], metavar="RESULT.json",
                     help="an earlier result of this benchmark (same preset and settings): every arm/seed pair "
-                         "it holds is taken from it (marked merged_from) instead of being run")
+                         "it holds is taken from it (marked merged_from) instead of being run (repeatable; "
+                         "a later file's row wins over an earlier file's)")
     ap.add_argument("--plot", default=None, help="plot path (default: benchmarks/loop_vs_uniform.png)")
     ap.add_argument("--device", default="auto", help="training/inference device: auto, cpu, cuda")
     args = ap.parse_args(argv)
@@ -426,8 +428,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = [int(x) for x in items]
     else:
         ap.error(f"--seeds: must be a count N >= 1 or a comma list of distinct seeds, but got {text!r}")
-    if args.merge is not None and not Path(args.merge).is_file():
-        ap.error(f"--merge: must be an earlier result file of this benchmark, but {args.merge!r} does not exist")
+    for item in args.merge:
+        if not Path(item).is_file():
+            ap.error(f"--merge: must be an earlier result file of this benchmark, but {item!r} does not exist")
     unknown = [a for a in args.arms.split(",") if a and a not in ARMS]
     if unknown or "U" not in args.arms.split(","):
         ap.error(f"--arms: must be a comma list of {', '.join(ARMS)} including U (the reference), "
@@ -443,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     p = PRESETS[args.preset]
     seeds = args.seeds if args.seeds is not None else list(range(p["seeds"]))
     arms = [a for a in args.arms.split(",") if a]
-    merged = merged_rows(Path(args.merge), args.preset, p) if args.merge else {}
+    merged = merged_rows([Path(m) for m in args.merge], args.preset, p)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -381,13 +381,22 @@ def test_benchmark_seed_lists_and_merging_an_earlier_result(tmp_path: Path) -> N
     rows = [{"arm": a, "seed": s} for a in "UL" for s in (0, 1)]
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"benchmark": "loop_vs_uniform/2", "preset": "smoke", "settings": p, "rows": rows}))
-    got = b.merged_rows(old, "smoke", p)
+    got = b.merged_rows([old], "smoke", p)
     assert sorted(got) == [("L", 0), ("L", 1), ("U", 0), ("U", 1)]
     assert all(r["merged_from"] == str(old) for r in got.values())
     with pytest.raises(SystemExit, match="settings"):  # other sizes: refused, nothing merged
-        b.merged_rows(old, "smoke", {**p, "steps": 3})
+        b.merged_rows([old], "smoke", {**p, "steps": 3})
     with pytest.raises(SystemExit, match="preset"):
-        b.merged_rows(old, "cpu", p)
+        b.merged_rows([old], "cpu", p)
+    # two files (e.g. the 5-seed U/C/L result and a pilot of a new arm): the later file's row wins
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"benchmark": "loop_vs_uniform/2", "preset": "smoke", "settings": p,
+                                 "rows": [{"arm": "F", "seed": 0}, {"arm": "U", "seed": 1, "x": 1}]}))
+    assert b.parse_args(["--merge", str(old), "--merge", str(extra)]).merge == [str(old), str(extra)]
+    both = b.merged_rows([old, extra], "smoke", p)
+    assert sorted(both) == [("F", 0), ("L", 0), ("L", 1), ("U", 0), ("U", 1)]
+    assert both[("U", 1)]["x"] == 1 and both[("F", 0)]["merged_from"] == str(extra)
+    assert both[("U", 0)]["merged_from"] == str(old)
 
 
 @pytest.mark.slow
