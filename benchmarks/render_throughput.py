@@ -34,6 +34,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 from generator.params import uniform_params
 from generator.pipeline import ImageRenderer, RenderJob, render_shard
+from generator.render.pyrender_backend import PyrenderRenderer
 from generator.scenario import load_scenario
 from generator.timing import StageTimes
 
@@ -42,6 +43,8 @@ def raw_loop(job: RenderJob, root: Path) -> float:
     """images/s of plain pyrender colour+depth over the job's scenes (scene building untimed)."""
     r = ImageRenderer(job, root)
     backend = r.renderer
+    if not isinstance(backend, PyrenderRenderer):
+        raise SystemExit(f"raw_loop: needs the pyrender backend, but the job uses {job.backend!r}")
     scenes = [backend._scene(r.scene(i)[0])[0] for i in range(job.n)]  # pyrender scenes, prebuilt
     backend._r.render(scenes[0])  # warm-up: shader compilation
     t0 = time.perf_counter()
