@@ -399,6 +399,29 @@ def test_benchmark_seed_lists_and_merging_an_earlier_result(tmp_path: Path) -> N
     assert both[("U", 0)]["merged_from"] == str(old)
 
 
+def test_benchmark_holds_every_closed_loop_arm_to_the_targets() -> None:
+    """L and F are each judged against U: mean gain, CI above 0, and the median sample efficiency."""
+    b = _bench()
+
+    def row(arm: str, seed: int, m: float) -> dict[str, Any]:
+        curve = [{"images": 0, "map50": 0.20}, {"images": 100, "map50": (0.20 + m) / 2}, {"images": 200, "map50": m}]
+        score = {"real-test": {"map50": m, "worst_recall": m / 2}}
+        return {"arm": arm, "seed": seed, "curve": curve, "synthetic": score, "hybrid": score}
+
+    gain = {"U": 0.0, "L": 0.01, "F": 0.08}  # F: +8 points on every seed, L: +1
+    rows = [row(a, s, 0.25 + gain[a] + 0.002 * s) for a in "ULF" for s in range(3)]
+    cmp = b.compare(rows, [])
+    t = cmp["targets"]
+    assert t["F-U synthetic map50 >= +3 points, CI above 0"] and t["F-U hybrid map50 >= +3 points, CI above 0"]
+    assert not t["L-U synthetic map50 >= +3 points, CI above 0"]
+    assert t["F-U worst-slice recall >= +5 points (synthetic)"] is False  # +4 points of recall
+    assert cmp["F sample_efficiency_median"] < cmp["sample_efficiency_median"] <= 1.0
+    assert t["F sample efficiency <= 0.5 (median over seeds)"]
+    assert not t["L sample efficiency <= 0.5 (median over seeds)"]
+    only_u = b.compare([r for r in rows if r["arm"] == "U"], [])
+    assert only_u["targets"] == {}  # no closed-loop arm ran: nothing to judge
+
+
 @pytest.mark.slow
 def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Arms U, C, L from the committed base model, synthetic-only and hybrid, an extra eval set:
@@ -443,7 +466,7 @@ def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys:
     for key in ("L-U synthetic real-test map50", "C-U hybrid real-test worst_recall", "L-U hybrid val map50",
                 "F-U synthetic real-test map50", "F-C hybrid real-test map50"):
         assert cmp[key]["n"] == 2 and len(cmp[key]["ci"]) == 2
-    assert len(cmp["sample_efficiency_per_seed"]) == 2 and len(cmp["targets"]) == 4
+    assert len(cmp["sample_efficiency_per_seed"]) == 2 and len(cmp["targets"]) == 8  # 4 for L, 4 for F
     assert len(cmp["F sample_efficiency_per_seed"]) == 2
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
