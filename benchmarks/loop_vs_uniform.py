@@ -11,7 +11,10 @@ same steps per round with the same per-round seeds, on the built-in real digits 
   ``mixture``), steered by real-val every round;
 - **F** — the failure re-fit closed loop: the same mixture, its tilt moved toward the calibrated
   base re-fitted each round to real-val with the current model's misses counted twice (policy
-  ``refit``; the re-fit's renders, like the calibration's, train nothing and are not counted).
+  ``refit``; the re-fit's renders, like the calibration's, train nothing and are not counted);
+- **R** — F's ablation: the same re-fit with every missed object counted once (``failure_weight``
+  1), so its target is a second calibration search from the base with F's search seed; F − R is
+  what counting the model's misses adds, over the re-fit's extra search alone.
 
 Each arm is measured **synthetic-only** (the loop's final model) and **hybrid** (that model
 fine-tuned on real-train, the same steps and learning rate for every arm). real-val drives the
@@ -19,7 +22,7 @@ loop; real-test is read only here, for the report (``final_report=True``), after
 The calibration is computed once (seed 0, on real-val) and shared by C and L; its renders are
 not counted in the image budget (they train nothing) and its time is reported.
 
-Reported: per arm mean ± sd over seeds; paired differences L−U, C−U, F−U and F−C per seed with a
+Reported: per arm mean ± sd over seeds; paired differences L−U, C−U, F−U, F−C and F−R per seed with a
 bootstrap 95 % CI over seeds for real-test mAP@0.5 and worst-slice recall (synthetic-only and
 hybrid); sample efficiency = images L (and F) needs to reach U's final real-test mAP@0.5 ÷ U's images
 (curves start at the base model's score with 0 images). Every final model is kept and listed
@@ -54,8 +57,10 @@ from flows.loop.run import run_loop
 from flows.loop.state import IterationRecord, LoopConfig
 from generator import atomic
 
-ARMS = {"U": "uniform", "C": "calibrated", "L": "mixture", "F": "refit"}
-PAIRS = (("L", "U"), ("C", "U"), ("F", "U"), ("F", "C"))  # paired differences reported, when both ran
+ARMS = {"U": "uniform", "C": "calibrated", "L": "mixture", "F": "refit", "R": "refit"}  # arm -> loop policy
+LABELS = {**ARMS, "R": "refit, misses x1"}  # how tables and plots name an arm
+ARM_SETTINGS: dict[str, dict[str, Any]] = {"R": {"failure_weight": 1}}  # LoopConfig fields beyond the policy
+PAIRS = (("L", "U"), ("C", "U"), ("F", "U"), ("F", "C"), ("F", "R"))  # paired differences reported, when both ran
 # cpu: sized to fit ~60 min on 2 idle cores: per arm and seed the warm start's real-val evaluation,
 # 3 rounds × (render 120 images ≈ 10 s, train 50 × 32 ≈ 25 s, real-val + real-test evaluation
 # ≈ 20 s) and a 50-step fine-tune + its evaluation ≈ 3.5 min; 15 loops.
@@ -137,7 +142,8 @@ def loop_config(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int
         images_per_iteration=p["images"], steps_per_iteration=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
         render_shards=1, eval_resamples=p["eval_resamples"], backend=p["backend"], device=args.device,
         replay=[str(args.replay)] if args.replay else None, replay_share=p["replay_share"],
-        refit_trials=p["calib_trials"], refit_images=p["calib_images"], progress=False, **extra).validate()
+        refit_trials=p["calib_trials"], refit_images=p["calib_images"], progress=False, **extra,
+        **ARM_SETTINGS.get(arm, {})).validate()
 
 
 def run_arm(args: argparse.Namespace, p: dict[str, Any], arm: str, seed: int, base: Path,
@@ -289,7 +295,7 @@ def markdown(arms: dict[str, Any], cmp: dict[str, Any], base_test: dict[str, Any
              f"{fmt(base_test['worst_recall'])}.", "",
              "| arm | synthetic mAP@0.5 | synthetic worst-slice recall | hybrid mAP@0.5 | hybrid worst-slice recall |",
              "|---|---|---|---|---|"]
-    for arm, policy in [(a, pol) for a, pol in ARMS.items() if arms.get(f"{a} synthetic real-test map50")]:
+    for arm, policy in [(a, pol) for a, pol in LABELS.items() if arms.get(f"{a} synthetic real-test map50")]:
         lines.append(f"| {arm} ({policy}) | {ms(f'{arm} synthetic real-test map50')} | "
                      f"{ms(f'{arm} synthetic real-test worst_recall')} | {ms(f'{arm} hybrid real-test map50')} | "
                      f"{ms(f'{arm} hybrid real-test worst_recall')} |")
@@ -321,7 +327,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = ((axes[0], "map50", "real-test mAP@0.5"), (axes[1], "worst_recall", "worst real-test slice recall"))
     for ax, key, label in panels:
-        for arm, policy in ARMS.items():
+        for arm, policy in LABELS.items():
             curves = [r["curve"] for r in rows if r["arm"] == arm]
             if not curves:
                 continue

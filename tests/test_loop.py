@@ -422,6 +422,29 @@ def test_benchmark_holds_every_closed_loop_arm_to_the_targets() -> None:
     assert only_u["targets"] == {}  # no closed-loop arm ran: nothing to judge
 
 
+def test_benchmark_ablation_arm_r_is_f_with_misses_counted_once(tmp_path: Path) -> None:
+    """R runs F's policy and search seed with failure_weight 1, so F - R isolates the failure weighting."""
+    b = _bench()
+    args = b.parse_args(["--arms", "U,F,R", "--work", str(tmp_path)])
+    args.replay = None  # main() resolves --replay to a shard or None
+    from flows.loop.base_model import base_model_path
+    from generator.params import uniform_params
+    from generator.scenario import load_scenario
+
+    p = b.PRESETS["smoke"]
+    calib = tmp_path / "c.yaml"
+    uniform_params(load_scenario("digits")).save(calib)
+    f, r = (b.loop_config(args, p, arm, 3, base_model_path("digits"), calib) for arm in "FR")
+    assert (f.policy, r.policy) == ("refit", "refit") and (f.failure_weight, r.failure_weight) == (2, 1)
+    assert (f.seed, f.policy_base, f.refit_trials) == (r.seed, r.policy_base, r.refit_trials)
+    assert f.workdir != r.workdir
+    rows = [{"arm": a, "seed": s, "curve": [{"images": 0, "map50": 0.2}],
+             "synthetic": {"real-test": {"map50": m, "worst_recall": m}},
+             "hybrid": {"real-test": {"map50": m, "worst_recall": m}}}
+            for a, m in (("U", 0.25), ("F", 0.28), ("R", 0.27)) for s in (0, 1)]
+    assert b.compare(rows, [])["F-R synthetic real-test map50"]["mean"] == pytest.approx(1.0)
+
+
 @pytest.mark.slow
 def test_benchmark_smoke_writes_every_column(tmp_path: Path, real: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Arms U, C, L from the committed base model, synthetic-only and hybrid, an extra eval set:
