@@ -101,3 +101,28 @@ def test_determinism_across_processes(tmp_path) -> None:
     assert fa == fb != fc
     assert_same_render(tmp_path / "a", tmp_path / "b")
     assert (tmp_path / "a" / "annotations.json").read_bytes() != (tmp_path / "c" / "annotations.json").read_bytes()
+
+
+@pytest.mark.parametrize("side", [101, 128])
+def test_a_texture_of_any_width_is_uploaded_unsheared(side: int) -> None:
+    """A backdrop texture whose RGB row is not a multiple of 4 bytes (the photo crops have any
+    side) maps like one that is: with OpenGL's default 4-byte row alignment it came out sheared,
+    channels rotated, and read past the end of its array (llvmpipe segfaulted in Dask workers)."""
+    from generator.render import Camera, SceneSpec
+    from generator.render.pyrender_backend import PyrenderRenderer
+    from generator.scenes.common import background_plane
+
+    texture = np.zeros((side, side, 3), np.uint8)
+    texture[:, side // 2 :] = (255, 40, 0)  # right half red-orange, left half black: a vertical edge
+    camera = Camera(yfov=0.8, width=96, height=96, pose=np.eye(4))
+    spec = SceneSpec(objects=[background_plane(camera, 3.0, texture)], lights=[], camera=camera, ambient=(1, 1, 1))
+    r = PyrenderRenderer(96, 96)
+    try:
+        color = r.render(spec, amodal=False).color.astype(int)
+    finally:
+        r.close()
+    red = color[..., 0] > 10  # ambient light only: the lit red is dim (about 21)
+    edge = [int(np.argmax(row)) for row in red]  # first red column of every row
+    assert red[:, -1].all() and not red[:, 0].any()
+    assert max(edge) - min(edge) <= 1, f"the edge is slanted: first red column {min(edge)}..{max(edge)}"
+    assert color[..., 2].max() <= 2  # no blue anywhere: channels not rotated

@@ -99,6 +99,14 @@ class PyrenderRenderer:
                 "check that Mesa's EGL (CPU) or the NVIDIA driver (GPU) is installed and that "
                 "PYOPENGL_PLATFORM=egl is set before anything imports OpenGL"
             ) from exc
+        # Tightly packed pixel rows for uploads and read-backs. OpenGL's default row alignment is
+        # 4 bytes; pyrender uploads textures (e.g. a photo backdrop cropped to any side) with that
+        # default, so an RGB texture whose row is not a multiple of 4 bytes was read sheared, and
+        # past the end of its array: llvmpipe segfaulted when that array ended a memory page.
+        from OpenGL import GL
+
+        GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 1)
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
         inner = getattr(self._r, "_renderer", None)
         self._lean = lean_reads and all(
             hasattr(inner, a) for a in ("_read_main_framebuffer", "_main_fb", "_main_fb_ms", "_main_fb_dims")
