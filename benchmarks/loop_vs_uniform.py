@@ -295,8 +295,8 @@ def markdown(arms: dict[str, Any], cmp: dict[str, Any], base_test: dict[str, Any
              f"{fmt(base_test['worst_recall'])}.", "",
              "| arm | synthetic mAP@0.5 | synthetic worst-slice recall | hybrid mAP@0.5 | hybrid worst-slice recall |",
              "|---|---|---|---|---|"]
-    for arm, policy in [(a, pol) for a, pol in LABELS.items() if arms.get(f"{a} synthetic real-test map50")]:
-        lines.append(f"| {arm} ({policy}) | {ms(f'{arm} synthetic real-test map50')} | "
+    for arm, name in [(a, n) for a, n in LABELS.items() if arms.get(f"{a} synthetic real-test map50")]:
+        lines.append(f"| {arm} ({name}) | {ms(f'{arm} synthetic real-test map50')} | "
                      f"{ms(f'{arm} synthetic real-test worst_recall')} | {ms(f'{arm} hybrid real-test map50')} | "
                      f"{ms(f'{arm} hybrid real-test worst_recall')} |")
     lines += ["", "| paired difference (points, bootstrap 95% CI) | synthetic mAP@0.5 | synthetic worst slice | "
@@ -327,7 +327,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = ((axes[0], "map50", "real-test mAP@0.5"), (axes[1], "worst_recall", "worst real-test slice recall"))
     for ax, key, label in panels:
-        for arm, policy in LABELS.items():
+        for arm, name in LABELS.items():
             curves = [r["curve"] for r in rows if r["arm"] == arm]
             if not curves:
                 continue
@@ -335,7 +335,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             x = np.array([curves[0][i]["images"] for i in range(n)], float)
             v = np.array([[c[i][key] if c[i][key] is not None else np.nan for i in range(n)] for c in curves])
             m, s = np.nanmean(v, axis=0), np.nanstd(v, axis=0)
-            ax.plot(x, m, marker="o", label=f"{arm} {policy}")
+            ax.plot(x, m, marker="o", label=f"{arm} {name}")
             ax.fill_between(x, m - s, m + s, alpha=0.15)
         ax.set_xlabel("synthetic images rendered (after the warm start)")
         ax.set_ylabel(label)
