@@ -28,12 +28,13 @@ reaches :func:`policy_step`, which refuses it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +45,9 @@ from generator.errors import ConfigError, DataError, ShardError
 from generator.params import GenerationParams, uniform_params, validate_params
 from generator.progress import Stage, done_line, report
 from generator.scenario import Scenario, load_scenario
+
+if TYPE_CHECKING:
+    from policy.base import PolicyInputs
 
 __all__ = ["EvalStep", "PolicyStep", "RealData", "RenderStep", "TrainStep", "damaged_shards", "evaluate_step",
            "policy_step", "prepare_real", "production_record", "production_step", "render_job", "render_parts",
@@ -505,17 +509,25 @@ def policy_step(cfg: LoopConfig, k: int, reports: list[dict[str, Any]], params: 
     sc = _scenario(cfg)
     t0 = time.perf_counter()
     conditions = pd.concat([Shard(s).conditions() for s in shards], ignore_index=True)
-    target = refit.refit_target(cfg, cfg.iter_dir(k), sc, _policy_base(cfg))
-    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, reports, params, conditions, target))
-    record = refit.with_record(decision.to_dict(), cfg.iter_dir(k))
-    nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
-    path = cfg.iter_dir(k) / "decision.json"
-    atomic.write_json(path, record)
+    step = decide(cfg, cfg.iter_dir(k), PolicyInputs(sc, reports, params, conditions), t0)
+    record = step.decision
     changed = [c.get("parameter") for c in record.get("changes") or []]
     trial = "" if record.get("trial") is None else f" trial {record['trial']}"
     report(done_line(f"policy iter {k}", f"{record.get('policy')}{trial}",
                      time.perf_counter() - t0, extra=f"changed: {', '.join(map(str, changed)) or 'nothing'}"),
            show=cfg.progress, always=True)  # no bar: one line in both modes
+    return step
+
+
+def decide(cfg: LoopConfig, step_dir: Path, inputs: PolicyInputs, t0: float) -> PolicyStep:
+    """The loop policy's decision on ``inputs`` (plus, for ``refit``, the re-fit target made from
+    ``step_dir/report``), written to ``step_dir/decision.json``; ``t0`` is when the step began."""
+    target = refit.refit_target(cfg, step_dir, inputs.scenario, _policy_base(cfg))
+    decision = make_loop_policy(cfg).propose(dataclasses.replace(inputs, target=target))
+    record = refit.with_record(decision.to_dict(), step_dir)
+    nxt = validate_params(GenerationParams.model_validate(record["params"]), inputs.scenario)
+    path = step_dir / "decision.json"
+    atomic.write_json(path, record)
     return PolicyStep(path, nxt, record, round(time.perf_counter() - t0, 3))
 
 

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flows.loop.checks import check_init_model
-from generator import atomic
 from generator.errors import ConfigError, DataError, ShardError
 
 if TYPE_CHECKING:
@@ -153,30 +152,14 @@ def decide_init(cfg: LoopConfig, val_report: dict[str, Any], shards: list[Path])
     """The policy's first decision, from the init report and the conditions of ``shards``
     (:func:`condition_shards`, else the probe): ``WORK/init/decision.json`` (its params are
     iteration 0's)."""
-    from flows.loop import refit
-    from flows.loop.steps import (
-        PolicyStep,
-        _policy_base,
-        _refuse_held_out,
-        _scenario,
-        make_loop_policy,
-        starting_params,
-    )
-    from generator.params import GenerationParams, validate_params
+    from flows.loop.steps import _refuse_held_out, _scenario, decide, starting_params
     from policy.base import PolicyInputs
 
     _refuse_held_out([val_report])
     sc = _scenario(cfg)
     t0 = time.perf_counter()
-    conditions = shards_conditions(shards)
-    target = refit.refit_target(cfg, init_dir(cfg), sc, _policy_base(cfg))
-    decision = make_loop_policy(cfg).propose(PolicyInputs(sc, [val_report], starting_params(cfg), conditions,
-                                                          target))
-    record = refit.with_record(decision.to_dict(), init_dir(cfg))
-    nxt = validate_params(GenerationParams.model_validate(record["params"]), sc)
-    path = init_dir(cfg) / "decision.json"
-    atomic.write_json(path, record)
-    return PolicyStep(path, nxt, record, round(time.perf_counter() - t0, 3))
+    inputs = PolicyInputs(sc, [val_report], starting_params(cfg), shards_conditions(shards))
+    return decide(cfg, init_dir(cfg), inputs, t0)
 
 
 def init_record(cfg: LoopConfig, e: EvalStep, p: PolicyStep, shards: list[Path]) -> dict[str, Any]:
