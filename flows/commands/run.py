@@ -18,19 +18,23 @@ OPTIONS = (("workdir", str, "the loop's work directory (default: runs/loop)"),
            ("iterations", int, "iterations to complete (default: 3)"),
            ("images_per_iteration", int, "images rendered per iteration (default: 400)"),
            ("steps_per_iteration", int, "training steps per iteration (default: 300)"),
-           ("policy", str, "optuna | uniform | fixed (default: optuna)"),
+           ("policy", str, "optuna | mixture | refit | calibrated | uniform | fixed (default: optuna; "
+                           "docs/policy.md)"),
            ("strategy", str, "synthetic-only | mixed (default: synthetic-only)"),
            ("seed", int, "the loop's seed (default: 0)"),
            ("tracking_uri", str, "MLflow tracking URI (default: sqlite:///runs/mlflow.db)"),
            ("study", str, "Optuna storage URL (default: WORK/policy.db)"),
            ("init_model", str, "warm start: a model directory (`synthloop train --out`) the loop improves; "
                                "evaluated on real-val before iteration 0 renders (default: none)"),
+           ("policy_base", str, "policies mixture, refit, calibrated: the calibrated base, a params file "
+                                "(`synthloop calibrate --out`) or 'calibrate' (the loop fits it to real-val "
+                                "first; default: none, i.e. uniform)"),
            ("executor", str, "where the render tasks run: process (this machine's process pool, the default) | "
                              "dask (a local Dask cluster, or the scheduler at --dask-address; "
                              "docs/orchestration.md, 'Scaling out')"),
            ("dask_address", str, "executor dask: an existing scheduler, e.g. tcp://HOST:8786, whose workers "
                                  "mount the work directory at the same path (default: a local cluster)"))
-ALIASES = {"init_model": ["--init"]}  # shorter names: --init MODEL
+ALIASES = {"init_model": ["--init"], "policy_base": ["--base"]}  # shorter names: --init MODEL, --base PARAMS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

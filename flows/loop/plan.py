@@ -41,6 +41,7 @@ class Rates:
     startup_s: float  # Prefect's temporary server, MLflow parent run, imports
     iteration_s: float  # per iteration: params, policy, MLflow tracking, Prefect artifacts
     cores: int
+    calibrate_img_s: float = 35.0  # calibration and re-fit trial renders (one process, measured, no files)
 
 
 # Rates on this project's machine (2 CPU cores, AMD EPYC, Mesa llvmpipe, torch CPU,
@@ -56,8 +57,9 @@ class Rates:
 #   -> per render process 15 img/s (two on two cores: 30), train 65 img/s, evaluate 50 img/s.
 #   check (2026-12-03, load 7-9): `synthloop run --iterations 1` on the demo settings took 412 s
 #     (estimate: 219 s quiet; see RunPlan.busy for the load correction).
+#   calibration (2026-12-04, quiet): 48 trials x 32 images in 41.1 s (37 img/s), 16 x 32 in 18.7 s.
 MEASURED = Rates(render_img_s=15.0, train_img_s=65.0, evaluate_img_s=50.0, real_set_s=13.0,
-                 startup_s=25.0, iteration_s=8.0, cores=2)
+                 startup_s=25.0, iteration_s=8.0, cores=2, calibrate_img_s=35.0)
 IMAGES_PER_DIGIT = 598 / 1500  # real-val: 1,500 digits make 598 composite images
 
 
@@ -108,6 +110,7 @@ class RunPlan:
     load: float = 0.0  # the machine's 1-minute load average before the run (other jobs)
     rates: Rates = MEASURED
     warm: bool = False  # a warm start's pre-step comes first: the init model evaluated on real-val
+    first: tuple[str, ...] = ()  # what the loop makes for itself first (flows/loop/inputs.py), in words
 
     @property
     def todo(self) -> int:
@@ -129,7 +132,8 @@ class RunPlan:
         what = (f"plan: {_n(self.todo, 'iteration')}{resume} × {self.images} images ({_n(self.shards, 'shard')}), "
                 f"{self.steps} training steps × {self.batch_size} images each, evaluated on {self.eval_images} "
                 f"real-val images" + ("; builds the real set first" if self.build_real else "")
-                + ("; evaluates the init model on real-val first (warm start)" if self.warm else ""))
+                + ("; evaluates the init model on real-val first (warm start)" if self.warm else "")
+                + "".join(f"; {w}" for w in self.first))
         r, where = self.rates, _n(self.cores, "CPU core")
         scale = self.cores / r.cores
         basis = f"measured on a quiet {r.cores}-core machine" + ("" if scale == 1 else f", scaled to {where}")
@@ -187,9 +191,31 @@ def plan_run(cfg: LoopConfig, *, iterations: int | None = None, cores: int | Non
                      + eval_images / (rates.evaluate_img_s * scale)
                      + rates.iteration_s)
     warm = pre_step_pending(cfg)
+    if cfg.policy == "refit":  # a re-fit after every real-val evaluation (flows/loop/refit.py)
+        per_iteration += cfg.refit_trials * cfg.refit_images / rates.calibrate_img_s
+    first, first_s = _first(cfg, render_rate, rates)
     seconds = (rates.startup_s + (rates.real_set_s / scale if build_real else 0.0) + todo * per_iteration
-               + (eval_images / (rates.evaluate_img_s * scale) if warm else 0.0))
+               + (eval_images / (rates.evaluate_img_s * scale) if warm else 0.0) + first_s)
     return RunPlan(iterations=target, done=done, images=cfg.images_per_iteration, shards=shards,
                    steps=cfg.steps_per_iteration, batch_size=cfg.batch_size, eval_images=eval_images,
                    build_real=build_real, seconds=seconds if todo else rates.startup_s, cores=cores,
-                   cuda=cuda, render_img_s=render_rate, load=load, rates=rates, warm=warm)
+                   cuda=cuda, render_img_s=render_rate, load=load, rates=rates, warm=warm, first=first)
+
+
+def _first(cfg: LoopConfig, render_rate: float, rates: Rates) -> tuple[tuple[str, ...], float]:
+    """What the loop makes for itself before its first decision and has not made yet (the
+    keywords of flows/loop/inputs.py), in words, and its estimated seconds."""
+    from flows.loop import inputs
+
+    words, seconds = [], 0.0
+    if cfg.policy_base == inputs.CALIBRATE and not (cfg.work / inputs.CALIBRATION_DIR / inputs.PARAMS_FILE).is_file():
+        words.append(f"fits the base to real-val first ({cfg.calibration_trials} trials × "
+                     f"{cfg.calibration_images} images)")
+        seconds += cfg.calibration_trials * cfg.calibration_images / rates.calibrate_img_s
+    if inputs.INIT in (cfg.replay or ()) and not (cfg.work / inputs.REPLAY_INIT_DIR / "manifest.json").is_file():
+        from flows.loop.base_model import BaseRecipe, read_recipe
+
+        n = BaseRecipe(**read_recipe(str(cfg.init_model))["recipe"]).images
+        words.append(f"renders the init model's {n} training images for replay")
+        seconds += n / render_rate
+    return tuple(words), seconds

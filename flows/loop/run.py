@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flows.loop import steps
+from flows.loop import inputs, steps
 from flows.loop.lock import hold
 from flows.loop.state import IterationRecord, LoopConfig, LoopHistory, iteration_seeds
 from flows.loop.steps import EvalStep, PolicyStep, RenderStep, TrainStep, _rel, load_decision_params, starting_params
@@ -107,6 +107,7 @@ def run_loop(cfg: LoopConfig, on_iteration: Callable[[IterationRecord], None] | 
     with hold(cfg.work):  # one run per work directory (BusyError for a second one)
         history = LoopHistory.open(cfg)
         steps.prepare_real(cfg)
+        inputs.prepare(cfg)  # policy_base: calibrate, replay: [init] (flows/loop/inputs.py)
         ensure_init(cfg, history)  # warm start: evaluate the init model and decide params_0 first
         steps.repair_shards(cfg, history)  # later iterations train on every earlier shard: each must be intact
         while len(history.entries) < cfg.iterations:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from flows.loop.inputs import CALIBRATE, INIT
 from generator import atomic
 from generator.errors import ConfigError, field_error, is_int
 
@@ -93,11 +94,17 @@ class LoopConfig:
     # the data the init model was trained on), so a warm-started model does not forget the
     # basics while it adapts to a few hundred new images; together they make `replay_share` of
     # the training samples (flows.loop.steps.train_data)
+    # (flows.loop.steps.train_data); "init" = the init model's own training data, re-rendered
+    # from its base-model recipe into WORK/replay-init (flows.loop.inputs)
     replay: list[str] | None = None
     replay_share: float = 0.5
-    # policy "mixture" only: the calibrated base params file (`synthloop calibrate`'s output);
+    # policies mixture/refit/calibrated: the calibrated base params file (`synthloop calibrate`'s
+    # output), or "calibrate": the loop fits it to real-val itself before its first decision
+    # (calibration_trials Optuna trials of calibration_images rendered images; flows.loop.inputs);
     # None = uniform base. Read with policy.mixture.load_base when the policy is built.
     policy_base: str | None = None
+    calibration_trials: int = 48
+    calibration_images: int = 32
     # mixture/calibrated with a drifted production window: re-fit the base to the window's frames
     # first (flows.loop.drift): Optuna trials of that many rendered images; 0 turns it off
     drift_calibration_trials: int = 16
@@ -119,7 +126,7 @@ class LoopConfig:
         for name, low in (("iterations", 1), ("images_per_iteration", 1), ("steps_per_iteration", 1),
                           ("batch_size", 1), ("seed", 0), ("render_workers", 1), ("render_shards", 1), ("real_seed", 0),
                           ("eval_resamples", 0), ("drift_calibration_images", 4), ("refit_trials", 2),
-                          ("refit_images", 4)):
+                          ("refit_images", 4), ("calibration_trials", 2), ("calibration_images", 4)):
             _int_at_least(name, getattr(self, name), low)
         n = self.drift_calibration_trials  # 0: off; else as many as a calibration needs
         if not is_int(n) or (n != 0 and n < 2):
@@ -164,10 +171,11 @@ class LoopConfig:
                 *first, last = (repr(n) for n in WITH_BASE)
                 raise field_error("loop.policy_base", f"applies to policies {', '.join(first)} and {last} only",
                                   self.policy_base, "drop it or set policy='mixture'")
-            _check_policy_base(self.policy_base, self.scenario)  # the file itself, before anything is written
+            if self.policy_base != CALIBRATE:  # the file itself, before anything is written
+                _check_policy_base(self.policy_base, self.scenario)
         elif self.policy == "calibrated":
             raise field_error("loop.policy_base", "policy 'calibrated' needs the calibrated params file",
-                              self.policy_base, "pass the params `synthloop calibrate` wrote")
+                              self.policy_base, "pass the params `synthloop calibrate` wrote, or 'calibrate'")
         return self
 
     def _check_replay(self) -> None:
@@ -179,9 +187,20 @@ class LoopConfig:
         if not isinstance(self.replay, list | tuple) or not self.replay:
             raise field_error("loop.replay", "must be a non-empty list of shard directories or null", self.replay)
         for i, path in enumerate(self.replay):
-            if not isinstance(path, str) or not (Path(path) / "manifest.json").is_file():
+            if path == INIT:
+                self._check_replay_init(i)
+            elif not isinstance(path, str) or not (Path(path) / "manifest.json").is_file():
                 raise field_error(f"loop.replay[{i}]", "must be a shard directory (with manifest.json)", path,
                                   "render it (e.g. `synthloop render`) or drop it from replay")
+
+    def _check_replay_init(self, i: int) -> None:
+        """``replay: [init]`` needs an init model made by a recipe it can re-render."""
+        from flows.loop.base_model import RECIPE_FILE
+
+        if self.init_model is None or not (Path(self.init_model) / RECIPE_FILE).is_file():
+            raise field_error(f"loop.replay[{i}]", f"'{INIT}' needs an init_model with a {RECIPE_FILE} "
+                              "(a base model of `synthloop base-model`)", self.init_model,
+                              "pass the init model's training shard instead, or drop it from replay")
 
     def _check_choices(self) -> None:
         from generator.pipeline import BACKENDS

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flows.loop import drift, refit
+from flows.loop import drift, inputs, refit
 from flows.loop.state import LoopConfig, LoopHistory, iteration_seeds
 from generator import atomic
 from generator.errors import ConfigError, DataError, ShardError
@@ -309,7 +309,7 @@ def train_data(cfg: LoopConfig, shards: list[Path]) -> list[tuple[Path, float]]:
             return int(n) if isinstance(n, int) else len(shard.coco["images"])
 
         mass = sum(w * images(p) for p, w in data)
-        replay = [Path(p) for p in cfg.replay]
+        replay = inputs.replay_paths(cfg)
         count = sum(images(p) for p in replay)
         w = round(cfg.replay_share / (1 - cfg.replay_share) * mass / count, 6)
         data = [(p, w) for p in replay] + data
@@ -492,7 +492,8 @@ def _policy_base(cfg: LoopConfig) -> GenerationParams | None:
     from policy.mixture import load_base
 
     scenario = _scenario(cfg)
-    return drift_base(cfg, scenario, load_base(cfg.policy_base, scenario) if cfg.policy_base else None)
+    path = inputs.base_path(cfg)
+    return drift_base(cfg, scenario, None if path is None else load_base(path, scenario))
 
 
 def policy_step(cfg: LoopConfig, k: int, reports: list[dict[str, Any]], params: GenerationParams,

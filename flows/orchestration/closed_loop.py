@@ -53,7 +53,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from flows.loop import lock, process_guard, steps, warm_start
+from flows.loop import inputs, lock, process_guard, steps, warm_start
 from flows.loop import run as driver
 from flows.loop.state import IterationRecord, LoopConfig, LoopHistory
 from flows.orchestration import executor, publish
@@ -89,6 +89,11 @@ IO_RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2, "retry_condi
 @task(name="prepare-real-data", cache_policy=NO_CACHE, **IO_RETRY)
 def prepare_real_data(cfg: LoopConfig) -> Path:
     return steps.prepare_real(cfg).root
+
+
+@task(name="prepare-inputs", cache_policy=NO_CACHE, **IO_RETRY)
+def prepare_inputs(cfg: LoopConfig) -> None:
+    inputs.prepare(cfg)  # policy_base: calibrate, replay: [init]
 
 
 @task(name="params", cache_policy=NO_CACHE, **IO_RETRY)
@@ -347,6 +352,7 @@ def _closed_loop(settings: LoopSettings, cfg: LoopConfig) -> list[dict[str, Any]
         history.config["iterations"] = cfg.iterations
     t, run = tracking_for(settings, cfg), _flow_run_id()
     prepare_real_data(cfg)
+    prepare_inputs(cfg)
     repair_finished(cfg, history)  # before anything is tracked: a shard that cannot be repaired stops here
     parent = runs.open_loop_run(t, cfg.study_name, cfg.to_dict(), run, uid=history.identity())
     progress = publish.loop_progress(cfg, len(history.entries))
