@@ -80,3 +80,14 @@ def failure_weighted(real: RealSet, outcomes: pd.DataFrame, weight: int = 2) -> 
     source = {**real.source, "failure_weight": weight, "objects": len(objects),
               "missed_objects": int(obj_missed.sum()), "images_with_misses": int(img_missed.sum())}
     return RealSet(measured, source)
+
+
+def load_failure_weighted(real: str | Path, report_dir: str | Path, weight: int, max_images: int, seed: int,
+                          where: str = "--failures") -> RealSet:
+    """The real shard at ``real`` (:func:`policy.calibration_data.load_real`, at most ``max_images``
+    images sampled with ``seed``) weighted toward the misses in ``report_dir``'s objects.parquet
+    (``where`` names it in errors): what ``synthloop calibrate --failures`` and a ``refit`` loop fit to."""
+    from policy.calibration_data import load_real
+
+    outcomes = read_outcomes(report_dir, where)  # the cheap check first
+    return failure_weighted(load_real(real, max_images, seed), outcomes, weight)

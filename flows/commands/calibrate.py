@@ -97,12 +97,10 @@ def run(args: argparse.Namespace) -> int:
         max_real_images=args.max_real_images, width=width, height=height, backend=args.backend).check(scenario)
     real = args.real
     if args.failures is not None:
-        from policy.calibration_data import load_real
-        from policy.failure_set import check_weight, failure_weighted, read_outcomes
+        from policy.failure_set import check_weight, load_failure_weighted
 
         weight = check_weight(args.failure_weight, "--failure-weight")
-        real = failure_weighted(load_real(args.real, options.max_real_images, options.seed),
-                                read_outcomes(args.failures), weight)
+        real = load_failure_weighted(args.real, args.failures, weight, options.max_real_images, options.seed)
     if args.report is not None:
         atomic.prepare_output_dir(args.report, overwrite=True)
     with command_executor(args.executor, args.dask_address, args.workers) as (executor, workers):

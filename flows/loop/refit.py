@@ -63,14 +63,13 @@ def with_record(decision: dict[str, Any], step_dir: Path) -> dict[str, Any]:
 
 def _fit(cfg: LoopConfig, scenario: Scenario, base: GenerationParams | None, report_dir: Path, out: Path) -> None:
     from policy.calibrate import CalibrationOptions, calibrate
-    from policy.calibration_data import load_real
-    from policy.failure_set import failure_weighted, read_outcomes
+    from policy.failure_set import load_failure_weighted
 
-    outcomes = read_outcomes(report_dir, "loop refit")
     options = CalibrationOptions(trials=cfg.refit_trials, images_per_trial=cfg.refit_images, seed=cfg.seed,
                                  width=cfg.width, height=cfg.height, backend=cfg.backend)
-    real = load_real(cfg.real_root / "real-val", options.max_real_images, options.seed)
-    result = calibrate(scenario, failure_weighted(real, outcomes, cfg.failure_weight), start=base, options=options)
+    real = load_failure_weighted(cfg.real_root / "real-val", report_dir, cfg.failure_weight,
+                                 options.max_real_images, options.seed, "loop refit")
+    result = calibrate(scenario, real, start=base, options=options)
     with atomic.atomic_dir(out, overwrite=True) as tmp:
         result.params.save(tmp / PARAMS_FILE)
         atomic.write_json(tmp / REPORT_FILE, result.report)
